@@ -1,0 +1,1 @@
+"""bbsupervise's master side. Holds no code (see DEVELOPERS.md rule 6)."""

@@ -1,0 +1,211 @@
+"""The child's loop: reserve -> decode -> hooks -> run with deadline -> delete | release | bury.
+
+One job in hand at a time, on one connection owned by this process
+(rule 1). A job is deleted only after it succeeded (rule 2); every other
+outcome goes through :mod:`workers.outcomes`, which releases with back-off
+or buries, keeping the job's own priority.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, Callable
+
+import greenstalk
+
+from workers import connection, outcomes, policy, registry, wire
+from workers.errors import JobTimeout
+from workers.perform import Performer
+from workers.scoreboard import CrashTable, StateSlot, WorkerState
+
+log = logging.getLogger(__name__)
+
+# Server-side reserve timeout: the longest an idle child goes without
+# writing its heartbeat or noticing that its master is gone.
+RESERVE_TIMEOUT = 5
+# A job still running after this long gets its real TTR looked up (one
+# stats-job), so that short jobs never pay that round trip.
+TTR_PROBE_DELAY = 0.5
+
+
+class _StopIdle(BaseException):
+    """Raised by the TERM handler when the child holds no job: leave now."""
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a child needs to know about its place in the pool."""
+
+    queue: str
+    tube: str
+    index: int
+    address: tuple[str, int]
+    max_jobs: int = 0  # 0 = never recycle
+    on_reconnect: Callable[[str, int], Any] | None = None
+
+
+class Runner:
+    """The worker loop of one child process."""
+
+    def __init__(self, spec: WorkerSpec, slot: StateSlot, crashes: CrashTable,
+                 set_title: Callable[[str], None]) -> None:
+        self.spec, self.slot, self.crashes = spec, slot, crashes
+        self.set_title = set_title
+        self.client: greenstalk.Client[bytes] | None = None
+        self.stopping = False
+        self.interruptible = False  # True only while waiting with no job in hand
+        self.backoff = connection.Backoff()
+        self.performer = Performer(self)
+        self.outcomes = outcomes.Outcomes(self)
+        self._resolved: dict[str, policy.Resolved] = {}
+        self._idle_title = "idle"
+        self.master_pid = os.getppid()  # called in the child, after the fork
+
+    # -- signals -----------------------------------------------------------
+    def install_signals(self) -> None:
+        """Child handlers; TERM while idle leaves at once, while busy after the job."""
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_term)
+        signal.signal(signal.SIGQUIT, lambda s, f: os._exit(0))
+        signal.signal(signal.SIGALRM, self.performer.on_alarm)
+        for sig in (signal.SIGHUP, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU):
+            signal.signal(sig, signal.SIG_IGN)
+
+    def _on_term(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+        if self.interruptible:
+            # No job in hand: closing the socket returns anything beanstalkd
+            # was about to hand us to the ready queue, so nothing is lost.
+            raise _StopIdle()
+
+    # -- main loop ---------------------------------------------------------
+    def run(self) -> int:
+        """Serve jobs until told to stop or recycled; returns the exit code."""
+        try:
+            while not self.stopping:
+                job = self.reserve()
+                if job is not None:
+                    self.handle(job)
+                    if self.spec.max_jobs and self.slot.jobs_done >= self.spec.max_jobs:
+                        log.info("recycling after %d jobs", self.slot.jobs_done)
+                        break
+        except _StopIdle:
+            pass
+        finally:
+            self.interruptible = False
+            self.slot.set(WorkerState.DRAINING)
+            connection.close_quietly(self.client)
+        return 0
+
+    def reserve(self) -> greenstalk.Job[bytes] | None:
+        """One reserve with the server-side timeout; None when nothing came."""
+        if self.client is None:
+            self.connect()
+        assert self.client is not None
+        self.interruptible = True
+        try:
+            if self.stopping:
+                return None
+            return self.client.reserve(RESERVE_TIMEOUT)
+        except (greenstalk.TimedOutError, greenstalk.DeadlineSoonError):
+            self.check_parent()
+            self.slot.idle(time.monotonic())
+            return None
+        except Exception as exc:
+            if not connection.is_connection_error(exc):
+                raise
+            self.lost(exc)
+            return None
+        finally:
+            self.interruptible = False
+
+    def check_parent(self) -> None:
+        """PR_SET_PDEATHSIG covers a dead master; this covers a re-parented child."""
+        if os.getppid() != self.master_pid:
+            log.warning("master %d is gone; stopping", self.master_pid)
+            self.stopping = True
+
+    # -- connection --------------------------------------------------------
+    def connect(self) -> None:
+        """Connect, watching exactly our tube; retry with back-off until it works."""
+        self.set_title("connecting")
+        self.slot.set(WorkerState.CONNECTING)
+        reported = False
+        while self.client is None:
+            self.interruptible = True
+            try:
+                self.client = connection.open_client(self.spec.address, watch=[self.spec.tube])
+            except Exception as exc:
+                if not connection.is_connection_error(exc):
+                    raise
+                if not reported:
+                    log.warning("cannot connect to beanstalkd at %s:%d: %s; retrying",
+                                *self.spec.address, exc)
+                    reported = True
+                time.sleep(self.backoff.next_delay())
+            finally:
+                self.interruptible = False
+            if self.stopping and self.client is None:
+                raise _StopIdle()
+        self.backoff.reset()
+        log.info("connected to %s:%d, watching %s", *self.spec.address, self.spec.tube)
+        if reported and self.spec.on_reconnect is not None:
+            self._call_reconnect_hook()
+        self.slot.idle(time.monotonic())
+        self.set_title(self._idle_title)
+
+    def _call_reconnect_hook(self) -> None:
+        try:
+            self.spec.on_reconnect(self.spec.queue, self.spec.index)  # type: ignore[misc]
+        except Exception as exc:  # noqa: BLE001 - user hook must not kill the worker
+            log.error("on_reconnect hook failed: %s: %s", type(exc).__name__, exc)
+
+    def lost(self, exc: BaseException) -> None:
+        """Throw the client away; the next reserve reconnects."""
+        log.warning("connection to beanstalkd lost: %s: %s", type(exc).__name__, exc)
+        connection.close_quietly(self.client)
+        self.client = None
+
+    # -- one job -----------------------------------------------------------
+    def handle(self, job: greenstalk.Job[bytes]) -> None:
+        started = time.monotonic()
+        self.slot.busy(job.id, started)
+        try:
+            name, args = wire.decode(job.body)
+        except wire.PayloadError as exc:
+            self.outcomes.bury_bad(job, str(exc))
+            return self.finish(started)
+        spec = registry.get(name)
+        if spec is None:
+            self.outcomes.bury_bad(job, f"no job registered as {name[:100]!r}")
+            return self.finish(started)
+        settings = self.resolved(spec)
+        if job.id in self.crashes and self.outcomes.exhausted_by_crashes(job, name, settings):
+            return self.finish(started)
+        self.set_title(f"busy {name} #{job.id}")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("job %s id=%d started", name, job.id)
+        failure = self.performer.perform(job, spec, args, started)
+        if failure is None:
+            self.outcomes.succeeded(job, name, started)
+        else:
+            self.outcomes.failed(job, spec, args, settings, failure, started)
+        self.finish(started)
+
+    def finish(self, started: float) -> None:
+        self.slot.jobs_done += 1
+        self.slot.idle(time.monotonic())
+        self.set_title(self._idle_title)
+
+    def resolved(self, spec: registry.JobSpec) -> policy.Resolved:
+        found = self._resolved.get(spec.name)
+        if found is None:
+            found = self._resolved[spec.name] = policy.resolve(spec, queue=self.spec.queue)
+        return found
+
+
+__all__ = ["Runner", "WorkerSpec", "JobTimeout", "RESERVE_TIMEOUT"]
