@@ -1,8 +1,9 @@
-"""The master loop: sleep until a signal, reap, refill slots, enforce deadlines.
+"""The master loop: sleep until a signal, reap, refill slots, step in for stuck children.
 
 Single-threaded; holds no beanstalkd socket, ever (rule 1). It sleeps in
-``select`` on the signal pipe (SIGCHLD included) with a timeout that is the
-next thing it must do, so it neither blocks nor busy-polls (rule 3).
+``select`` on the signal pipe (SIGCHLD included) and the control socket,
+with a timeout that is the next thing it must do, so it neither blocks nor
+busy-polls (rule 3). Signals only queue work; everything happens here.
 """
 from __future__ import annotations
 
@@ -11,18 +12,22 @@ import logging
 import os
 import signal
 import time
-from typing import Callable
+from typing import Any, Callable
 
-from supervisor import backoff, signals, titles
-from supervisor.children import Child, ChildHooks, Slot, spawn
-from supervisor.config import Config, resolve_hook
+import psutil
+
+from supervisor import backoff, control, logconfig, notify, pidfile, signals, titles, watchdog
+from supervisor.children import EXIT_RECYCLE, Child, ChildSetup, spawn
+from supervisor.config import Config, ConfigError, load, resolve_hook
+from supervisor.pool import Pool, Slot, max_jobs_with_jitter
+from workers import policy
 from workers.connection import parse_url
 from workers.runner import WorkerSpec
 from workers.scoreboard import CrashTable, WorkerState
 
 log = logging.getLogger(__name__)
 
-TICK = 1.0  # longest sleep: heartbeat and deadline checks need no finer grain
+TICK = 1.0  # longest sleep: heartbeats, RSS and readiness need no finer grain
 
 
 class State(enum.Enum):
@@ -34,8 +39,8 @@ class State(enum.Enum):
 
 class ExitCode(enum.IntEnum):
     OK = 0
-    ABNORMAL = 1
-    USAGE = 2   # usage or config error (documented in the README)
+    ABNORMAL = 1  # every queue failing, or the master could not start
+    USAGE = 2     # usage or config error (documented in the README)
 
 
 class Arbiter:
@@ -43,54 +48,99 @@ class Arbiter:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.pool = Pool(config)
         self.state = State.RUNNING
         self.children: dict[int, Child] = {}
         self.policies: dict[Slot, backoff.RestartPolicy] = {}
         self.not_before: dict[Slot, float] = {}
+        self.failing: set[str] = set()
         self.drain_deadline = 0.0
         self.exit_code = ExitCode.OK
         self.crashes = CrashTable()
-        self.address = parse_url(config["beanstalk_url"])
-        self.hooks = ChildHooks(
-            post_fork=resolve_hook(config, config["post_fork"], "[supervisor] post_fork"),
-            worker_exit=resolve_hook(config, config["worker_exit"], "[supervisor] worker_exit"))
-        self.on_reconnect = resolve_hook(config, config["on_reconnect"],
-                                         "[supervisor] on_reconnect")
+        self.memory_clock = watchdog.MemoryClock()
+        self.started_at = time.monotonic()
+        self.ready_notified = False
         self.sigq: signals.SignalQueue | None = None
+        self.server: control.ControlServer | None = None
+        self.setup = self.child_setup(config)
         self.dispatch: dict[int, Callable[[], None]] = {
             signal.SIGTERM: self.stop_graceful, signal.SIGINT: self.stop_graceful,
             signal.SIGQUIT: self.stop_now, signal.SIGCHLD: lambda: None,
-            signal.SIGHUP: self.ignored("SIGHUP (reload is not available yet)"),
-            signal.SIGUSR1: self.ignored("SIGUSR1"), signal.SIGUSR2: self.ignored("SIGUSR2"),
-            signal.SIGTTIN: self.ignored("SIGTTIN"), signal.SIGTTOU: self.ignored("SIGTTOU"),
+            signal.SIGHUP: self.reload, signal.SIGUSR1: self.reopen_logs,
+            signal.SIGUSR2: lambda: log.info("SIGUSR2 received; ignored"),
+            signal.SIGTTIN: lambda: self.scale_by_signal("+1"),
+            signal.SIGTTOU: lambda: self.scale_by_signal("-1"),
         }
+
+    @staticmethod
+    def child_setup(config: Config) -> ChildSetup:
+        """Resolve the config's worker hooks; raises ConfigError naming the bad one."""
+        hook = {k: resolve_hook(config, config[k], f"[supervisor] {k}")
+                for k in ("post_fork", "worker_exit", "on_reconnect")}
+        return ChildSetup(address=parse_url(config["beanstalk_url"]), user=config["user"],
+                          group=config["group"], **hook)
 
     # -- the loop ----------------------------------------------------------
     def run(self) -> int:
-        self.sigq = signals.SignalQueue()
-        log.info("master started: %d queues, %d workers, beanstalkd at %s:%d, config %s",
-                 len(self.config.queues), self.config.total_processes, *self.address,
-                 self.config.path)
-        self.update_title()
-        while self.state is not State.EXITED:
-            self.reap_children()
-            self.reconcile()
-            self.enforce_deadlines()
-            if self.state is State.EXITED:
-                break
-            for signum in self.sigq.wait(self.sleep_time()):
-                self.dispatch[signum]()
+        try:
+            self.start()
+        except (OSError, pidfile.PidfileError) as exc:
+            log.error("cannot start: %s", exc)
+            return ExitCode.ABNORMAL
+        try:
+            while self.state is not State.EXITED:
+                self.step()
+        except Exception:  # noqa: BLE001 - process boundary: never leave orphans
+            log.exception("master failed; killing every worker")
+            self.exit_code = ExitCode.ABNORMAL
+            self.kill_and_reap_all()
+        finally:
+            self.shut()
         log.info("master exiting with code %d", self.exit_code)
         return int(self.exit_code)
 
+    def start(self) -> None:
+        self.sigq = signals.SignalQueue()
+        if self.config["pidfile"]:
+            pidfile.write(self.config["pidfile"])
+        self.server = control.ControlServer(control.socket_path(self.config), self.handle)
+        log.info("master started: %d queues, %d workers, beanstalkd at %s:%d, config %s",
+                 len(self.pool.counts), self.pool.total(), *self.setup.address,
+                 self.config.path)
+        self.update_title()
+
+    def step(self) -> None:
+        """One turn of the loop."""
+        assert self.sigq is not None and self.server is not None
+        self.reap_children()
+        self.reconcile()
+        self.watch()
+        self.check_ready()
+        if self.state is State.EXITED:
+            return
+        sigs, ready = self.sigq.wait(self.sleep_time(), [self.server.fileno()])
+        for signum in sigs:
+            self.dispatch[signum]()
+        if ready:
+            self.server.serve_ready()
+
+    def shut(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        if self.config["pidfile"]:
+            pidfile.remove(self.config["pidfile"])
+
     def sleep_time(self) -> float:
         now = time.monotonic()
-        wake = [now + TICK] + list(self.not_before.values())
+        wake = [now + TICK, *self.not_before.values()]
         if self.state is State.DRAINING:
             wake.append(self.drain_deadline)
+        hung_at = watchdog.next_deadline(self.children.values())
+        if hung_at is not None:
+            wake.append(hung_at)
         return max(0.0, min(wake) - now)
 
-    # -- signals -----------------------------------------------------------
+    # -- operator actions --------------------------------------------------
     def stop_graceful(self) -> None:
         if self.state is not State.RUNNING:
             log.info("second stop signal: stopping now")
@@ -100,25 +150,74 @@ class Arbiter:
                  len(self.children), timeout)
         self.state = State.DRAINING
         self.drain_deadline = time.monotonic() + timeout
+        notify.notify("STOPPING=1")
         for child in self.children.values():
-            child.stopping = True
-            child.send(signal.SIGTERM)
+            child.stop("drain")
         self.update_title()
 
     def stop_now(self) -> None:
         log.info("stopping now: killing %d workers", len(self.children))
         self.state = State.STOPPING
         for child in self.children.values():
-            child.stopping = True
-            child.kill_group()
+            child.kill_group("stop")
         self.update_title()
 
-    def ignored(self, what: str) -> Callable[[], None]:
-        return lambda: log.info("%s received; ignored", what)
+    def reload(self) -> None:
+        """SIGHUP: adopt a valid new config; a bad one is rejected, the old one kept."""
+        if self.state is not State.RUNNING:
+            return
+        try:
+            new = load(self.config.path)
+            setup = self.child_setup(new)
+        except ConfigError as exc:
+            log.error("reload rejected, keeping the running config: %s", exc)
+            return
+        if new["imports"] != self.config["imports"]:
+            log.warning("reload: `imports` changed; job modules load only at start, "
+                        "restart the master to load them")
+        changes = self.pool.reload(new)
+        self.config, self.setup = new, setup
+        policy.use(policy.from_config(new))
+        logconfig.set_level(new["log_level"])
+        log.info("reloaded %s: %s", new.path, "; ".join(changes) or "no change")
+        self.update_title()
+
+    def reopen_logs(self) -> None:
+        logconfig.reopen()
+        for child in self.children.values():
+            child.send(signal.SIGUSR1)
+        log.info("log files reopened")
+
+    def scale_by_signal(self, change: str) -> None:
+        try:
+            self.scale(None, change)
+        except ValueError:
+            pass  # already logged; a signal has nobody to answer
+
+    def kill_and_reap_all(self) -> None:
+        for child in self.children.values():
+            child.kill_group("master failed")
+        for pid in list(self.children):
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            self.children.pop(pid).state.close()
+
+    def scale(self, queue: str | None, change: str) -> str:
+        try:
+            done = self.pool.scale(queue, change)
+        except ValueError as exc:
+            log.warning("scale refused: %s", exc)
+            raise
+        finally:
+            self.update_title()
+        log.info("scale: %s", done)
+        return done
 
     # -- children ----------------------------------------------------------
     def reap_children(self) -> None:
-        """``waitpid(-1, WNOHANG)`` until nothing is left to reap."""
+        """``waitpid(-1, WNOHANG)`` until nothing is left; unknown pids reaped quietly."""
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -132,65 +231,181 @@ class Arbiter:
 
     def child_exited(self, child: Child, status: int) -> None:
         snap = child.state.read()
-        busy = snap.state is WorkerState.BUSY and snap.job_id
-        held = f" while busy with job id={snap.job_id}" if busy else ""
-        how = backoff.describe_status(status)
         child.state.close()
-        if child.stopping and (backoff.is_clean(status) or child.killed):
-            log.info("worker %s pid=%d %s", child.slot, child.pid, how)
+        held = snap.job_id if snap.state is WorkerState.BUSY else 0
+        how = backoff.describe_status(status)
+        where = f"worker {child.slot} pid={child.pid}"
+        if held and not backoff.is_clean(status):
+            self.crashes.add(held)  # its next reservation counts this attempt
+            how += f" while busy with job id={held}"
+        if child.killed:
+            log.warning("%s %s (killed: %s)", where, how, child.killed)
+        elif os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_RECYCLE:
+            log.info("%s recycled after %d jobs (max_jobs_per_child)", where, snap.jobs_done)
         elif backoff.is_clean(status):
-            log.info("worker %s pid=%d %s; replacing it", child.slot, child.pid, how)
+            log.info("%s %s%s", where, how, f" ({child.stop_reason})" if child.stop_reason else "")
         else:
-            log.error("worker %s pid=%d %s%s; replacing it", child.slot, child.pid, how, held)
+            log.error("%s %s", where, how)
             self.record_failure(child.slot)
-        if busy and not backoff.is_clean(status):
-            self.crashes.add(snap.job_id)
 
     def record_failure(self, slot: Slot) -> None:
         now = time.monotonic()
-        policy = self.policies.setdefault(slot, backoff.RestartPolicy())
-        policy.record_failure(now)
-        delay = policy.delay(now)
+        policy_ = self.policies.setdefault(slot, backoff.RestartPolicy())
+        policy_.record_failure(now)
+        delay = policy_.delay(now)
         if delay > 0:
             self.not_before[slot] = now + delay
             log.warning("worker %s keeps dying: restarting in %.1f s", slot, delay)
-        if policy.failing(now):
-            log.error("queue %s is failing: worker %s died %d times in %.0f s",
-                      slot.queue, slot, len(policy.failures), backoff.FAILURE_WINDOW)
+        if policy_.failing(now) and slot.queue not in self.failing:
+            self.failing.add(slot.queue)
+            log.error("queue %s is failing: worker %s died %d times in %.0f s; restarts "
+                      "back off up to %.0f s", slot.queue, slot, len(policy_.failures),
+                      backoff.FAILURE_WINDOW, backoff.MAX_DELAY)
+            self.update_title()
+            self.check_all_failing()
 
-    def wanted_slots(self) -> list[Slot]:
-        return [Slot(q.name, i + 1) for q in self.config.queues.values()
-                for i in range(q.processes)]
+    def check_all_failing(self) -> None:
+        active = {q for q, n in self.pool.counts.items() if n > 0}
+        if active and active <= self.failing and self.state is State.RUNNING:
+            log.error("every queue is failing (%s): stopping", ", ".join(sorted(active)))
+            self.exit_code = ExitCode.ABNORMAL
+            self.stop_graceful()
 
     def reconcile(self) -> None:
-        """Start a child in every empty slot whose back-off has expired."""
+        """Refill empty slots, stop surplus children, roll reloaded queues."""
         if self.state is not State.RUNNING:
             if not self.children:
                 self.state = State.EXITED
             return
+        wanted = set(self.pool.wanted())
         filled = {c.slot for c in self.children.values()}
+        for child in list(self.children.values()):
+            if child.slot not in wanted:
+                child.stop("surplus")
         now = time.monotonic()
-        for slot in self.wanted_slots():
-            if slot in filled or self.not_before.get(slot, 0.0) > now:
+        for slot in sorted(wanted - filled):
+            if self.not_before.get(slot, 0.0) <= now:
+                self.not_before.pop(slot, None)
+                self.spawn_child(slot)
+        self.roll_generations()
+        self.forget_recovered(now)
+
+    def roll_generations(self) -> None:
+        """After a reload, replace a queue's old children one at a time."""
+        for queue, generation in self.pool.generation.items():
+            mine = [c for c in self.children.values() if c.slot.queue == queue]
+            if any(c.stopping for c in mine):
                 continue
-            self.not_before.pop(slot, None)
-            self.spawn_child(slot)
+            if any(c.state.read().state in (WorkerState.STARTING, WorkerState.CONNECTING)
+                   for c in mine):
+                continue
+            old = [c for c in mine if c.generation < generation]
+            if old:
+                min(old, key=lambda c: c.slot).stop("reload")
+
+    def forget_recovered(self, now: float) -> None:
+        for queue in list(self.failing):
+            if not any(p.failing(now) for s, p in self.policies.items() if s.queue == queue):
+                self.failing.discard(queue)
+                log.info("queue %s recovered", queue)
+                self.update_title()
 
     def spawn_child(self, slot: Slot) -> None:
-        queue = self.config.queues[slot.queue]
+        queue = self.pool.queue(slot.queue)
         spec = WorkerSpec(queue=slot.queue, tube=queue.tube, index=slot.index,
-                          address=self.address, on_reconnect=self.on_reconnect)
-        assert self.sigq is not None
-        child = spawn(spec, self.sigq, self.crashes, self.hooks)
+                          address=self.setup.address,
+                          max_jobs=max_jobs_with_jitter(queue["max_jobs_per_child"]),
+                          on_reconnect=self.setup.on_reconnect)
+        assert self.sigq is not None and self.server is not None
+        child = spawn(spec, self.sigq, self.crashes, self.setup,
+                      generation=self.pool.generation[slot.queue],
+                      close_fds=(self.server.fileno(),))
         self.children[child.pid] = child
         log.info("spawned worker %s pid=%d", slot, child.pid)
 
-    def enforce_deadlines(self) -> None:
-        if self.state is State.DRAINING and time.monotonic() >= self.drain_deadline:
+    def watch(self) -> None:
+        """Kill hung children; recycle oversized ones; end an overdue drain."""
+        now = time.monotonic()
+        for verdict in watchdog.hung(self.children.values(), now):
+            log.error("worker %s pid=%d %s: killing its process group",
+                      verdict.child.slot, verdict.child.pid, verdict.reason)
+            verdict.child.kill_group(verdict.reason)
+        if self.state is State.RUNNING and self.memory_clock.due(now):
+            limits = {q: self.pool.queue(q)["max_memory_per_child"] for q in self.pool.counts}
+            for verdict in watchdog.oversized(self.children.values(), limits):
+                log.warning("worker %s pid=%d %s", verdict.child.slot, verdict.child.pid,
+                            verdict.reason)
+                verdict.child.stop("memory")
+        if self.state is State.DRAINING and now >= self.drain_deadline:
             log.warning("graceful_timeout expired: killing %d workers still busy",
                         len(self.children))
             self.stop_now()
 
+    def check_ready(self) -> None:
+        """Tell systemd READY=1 once every slot has a connected child."""
+        if self.ready_notified or self.state is not State.RUNNING:
+            return
+        states = [c.state.read().state for c in self.children.values()]
+        if len(states) >= self.pool.total() and all(
+                s in (WorkerState.IDLE, WorkerState.BUSY) for s in states):
+            self.ready_notified = True
+            notify.notify("READY=1")
+            log.info("all %d workers connected", len(states))
+
     def update_title(self) -> None:
-        titles.set_title(titles.master(self.config.path, self.state.value,
-                                       len(self.config.queues), self.config.total_processes))
+        state = self.state.value
+        if self.failing:
+            state += " failing: " + ",".join(sorted(self.failing))
+        titles.set_title(titles.master(self.config.path, state, len(self.pool.counts),
+                                       self.pool.total()))
+
+    # -- control socket ----------------------------------------------------
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        cmd = request.get("cmd")
+        try:
+            if cmd == "status":
+                return {"ok": True, **self.status()}
+            if cmd == "reload":
+                self.reload()
+                return {"ok": True, "done": "reload requested"}
+            if cmd == "stop":
+                self.stop_graceful()
+                return {"ok": True, "done": "graceful stop started"}
+            if cmd == "scale":
+                return {"ok": True, "done": self.scale(request.get("queue"),
+                                                       str(request.get("change", "")))}
+        except ValueError as exc:
+            return {"ok": False, "error": str(exc)}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        return {
+            "master": {"pid": os.getpid(), "state": self.state.value,
+                       "config": self.config.path, "uptime": now - self.started_at,
+                       "rss": _rss(os.getpid()), "failing": sorted(self.failing),
+                       "beanstalk_url": self.config["beanstalk_url"]},
+            "queues": {q: {"processes": n, "tube": self.pool.queue(q).tube}
+                       for q, n in self.pool.counts.items()},
+            "children": [_child_status(c, now) for c in
+                         sorted(self.children.values(), key=lambda c: c.slot)],
+        }
+
+
+def _rss(pid: int) -> int:
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:
+        return 0
+
+
+def _child_status(child: Child, now: float) -> dict[str, Any]:
+    snap = child.state.read()
+    state = snap.state.name.lower()
+    if child.stopping:
+        state = "draining"
+    return {"queue": child.slot.queue, "slot": child.slot.index, "pid": child.pid,
+            "state": state, "job_id": snap.job_id or None,
+            "busy_seconds": now - snap.job_started if snap.state is WorkerState.BUSY else None,
+            "jobs_done": snap.jobs_done, "rss": _rss(child.pid),
+            "uptime": now - child.started_at}

@@ -1,7 +1,12 @@
 """``bbsupervise``: argv -> load config -> ``Arbiter(cfg).run()`` -> exit code.
 
+    bbsupervise -c PATH [--check]          run the pool (or validate and exit)
+    bbsupervise status -c PATH [--json]    what the running master and its children do
+    bbsupervise ctl -c PATH reload|stop|scale [QUEUE] +N|-N|N
+
 Exit codes (also in the README): 0 clean stop, 2 usage or config error,
-any other non-zero an abnormal end.
+1 abnormal end (every queue failing, cannot start, no master for ctl/status,
+beanstalkd unreachable for --check).
 """
 from __future__ import annotations
 
@@ -9,9 +14,14 @@ import argparse
 import sys
 from importlib import metadata
 
+from supervisor import admin, logconfig, settings
 from supervisor import config as config_mod
-from supervisor import logconfig, settings
 from supervisor.arbiter import Arbiter, ExitCode
+
+EPILOG = ("Exit codes: 0 clean stop, 2 usage or config error, 1 abnormal end. Signals to "
+          "the master: TERM/INT drain gracefully (a second one stops at once), QUIT stops "
+          "at once, HUP reloads the config, TTIN/TTOU add/remove a worker, USR1 reopens "
+          "log files. Every config option: --help-options.")
 
 
 def version() -> str:
@@ -23,32 +33,68 @@ def version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bbsupervise",
-        description="Run pools of beanstalkd job workers, per queue, from an INI config.",
-        epilog="Exit codes: 0 clean stop, 2 usage or config error, other non-zero abnormal "
-               "end. Signals to the master: TERM/INT drain gracefully (a second one stops "
-               "at once), QUIT stops at once. Options: see --help-options.")
+        prog="bbsupervise", epilog=EPILOG,
+        description="Run pools of beanstalkd job workers, per queue, from an INI config.")
     parser.add_argument("-c", "--config", metavar="PATH", help="the INI config file")
     parser.add_argument("--check", action="store_true",
-                        help="validate the config and the job imports, print a summary, exit")
+                        help="validate the config, the job imports and the server; exit")
     parser.add_argument("--help-options", action="store_true",
                         help="print every config option with its default and meaning")
     parser.add_argument("--version", action="version", version=f"bbsupervise {version()}")
     return parser
 
 
-def check_summary(cfg: config_mod.Config) -> str:
-    from workers import registry
+def build_admin_parser(command: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"bbsupervise {command}", epilog=EPILOG)
+    parser.add_argument("-c", "--config", metavar="PATH", required=True,
+                        help="the config file the master runs with")
+    if command == "status":
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+    else:
+        parser.add_argument("words", nargs="+", metavar="COMMAND",
+                            help="reload | stop | scale [QUEUE] +N|-N|N")
+    return parser
 
-    lines = [f"{cfg.path}: OK", f"beanstalkd: {cfg['beanstalk_url']}",
-             f"jobs registered: {len(registry.names())}"]
+
+def check(cfg: config_mod.Config) -> int:
+    """``--check``: the summary, warnings, and whether beanstalkd answers."""
+    from workers import connection, registry
+
+    print(f"{cfg.path}: OK")
+    print(f"jobs registered: {len(registry.names())} ({', '.join(registry.names())})")
     for q in cfg.queues.values():
-        lines.append(f"queue {q.name}: {q.processes} processes, tube {q.tube}")
-    lines.append(f"total: {cfg.total_processes} processes")
-    return "\n".join(lines)
+        print(f"queue {q.name}: {q.processes} processes, tube {q.tube}")
+    print(f"total: {cfg.total_processes} processes")
+    stop = cfg["stop_timeout"]
+    if stop is not None and cfg["graceful_timeout"] >= stop:
+        print(f"warning: graceful_timeout ({cfg['graceful_timeout']:g} s) does not fit in "
+              f"stop_timeout ({stop:g} s): the service manager would kill busy workers",
+              file=sys.stderr)
+    address = connection.parse_url(cfg["beanstalk_url"])
+    try:
+        connection.close_quietly(connection.open_client(address, reply_timeout=3.0))
+    except OSError as exc:
+        print(f"beanstalkd: UNREACHABLE at {address[0]}:{address[1]}: {exc}", file=sys.stderr)
+        return ExitCode.ABNORMAL
+    print(f"beanstalkd: reachable at {address[0]}:{address[1]}")
+    return ExitCode.OK
+
+
+def load(path: str, imports: bool) -> config_mod.Config:
+    cfg = config_mod.load(path)
+    logconfig.setup(cfg["log_level"], cfg["log_file"])
+    if imports:
+        config_mod.import_jobs(cfg)
+        from workers import policy
+
+        policy.use(policy.from_config(cfg))
+    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("status", "ctl"):
+        return admin_main(argv[0], argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 with usage on a bad flag
     if args.help_options:
@@ -59,20 +105,34 @@ def main(argv: list[str] | None = None) -> int:
         print("bbsupervise: error: -c PATH is required", file=sys.stderr)
         return ExitCode.USAGE
     try:
-        cfg = config_mod.load(args.config)
-        logconfig.setup(cfg["log_level"])
-        config_mod.import_jobs(cfg)
-        from workers import policy
-
-        policy.use(policy.from_config(cfg))
+        cfg = load(args.config, imports=True)
         if args.check:
-            print(check_summary(cfg))
-            return ExitCode.OK
+            return check(cfg)
         arbiter = Arbiter(cfg)
     except config_mod.ConfigError as exc:
         print(f"bbsupervise: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     return arbiter.run()
+
+
+def admin_main(command: str, argv: list[str]) -> int:
+    args = build_admin_parser(command).parse_args(argv)
+    try:
+        cfg = config_mod.load(args.config)
+        if command == "status":
+            print(admin.status(cfg, args.json))
+        else:
+            print(admin.ctl(cfg, args.words))
+    except config_mod.ConfigError as exc:
+        print(f"bbsupervise: error: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    except ValueError as exc:
+        print(f"bbsupervise {command}: error: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    except (admin.NotRunning, OSError) as exc:
+        print(f"bbsupervise {command}: {exc}", file=sys.stderr)
+        return ExitCode.ABNORMAL
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

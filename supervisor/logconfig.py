@@ -38,14 +38,18 @@ class FastFormatter(logging.Formatter):
         return line
 
 
-def setup(level: str) -> None:
+def setup(level: str, log_file: str | None = None) -> None:
     """Configure the root logger once, in the master, before any fork."""
     logging._srcfile = None  # type: ignore[attr-defined]  # skip the frame walk per record
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
     logging.logAsyncioTasks = False  # type: ignore[attr-defined]
-    handler = logging.StreamHandler(sys.stderr)
+    handler: logging.Handler
+    if log_file:
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(FastFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -56,3 +60,19 @@ def set_context(queue: str) -> None:
     """After a fork: the pid and queue that every line of this process shows."""
     _context["pid"] = os.getpid()
     _context["queue"] = queue
+
+
+def set_level(level: str) -> None:
+    logging.getLogger().setLevel(level.upper())
+
+
+def reopen() -> None:
+    """SIGUSR1: reopen log files after rotation (stderr is left alone)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.acquire()
+            try:
+                handler.close()
+                handler.stream = handler._open()
+            finally:
+                handler.release()

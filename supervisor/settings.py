@@ -93,6 +93,19 @@ def parse_labels(text: str) -> dict[str, int]:
     return labels
 
 
+def parse_path(text: str) -> str:
+    """file path"""
+    value = text.strip()
+    if not value:
+        raise OptionError("must not be empty")
+    return value
+
+
+def parse_memory(text: str) -> int:
+    """size in MiB (0 = no limit)"""
+    return parse_int(0, 1 << 30)(text.strip().removesuffix("MiB").removesuffix("M"))
+
+
 def parse_hook(text: str) -> str:
     """``module:function``, imported by the master at start"""
     value = text.strip()
@@ -134,6 +147,29 @@ OPTIONS: tuple[Option, ...] = (
            "Seconds a draining child may take to finish its job before it is killed."),
     Option("log_level", (GLOBAL,), parse_log_level, "info",
            "Level of the log on stderr; `info` prints one line per finished job."),
+    Option("log_file", (GLOBAL,), parse_path, None,
+           "Write the log to this file instead of stderr; SIGUSR1 reopens it (log rotation)."),
+    Option("pidfile", (GLOBAL,), parse_path, None,
+           "Write the master's pid here (atomically); refused if it names a live "
+           "bbsupervise; removed on exit."),
+    Option("control_socket", (GLOBAL,), parse_path, None,
+           "Unix socket for `bbsupervise status` and `ctl`; default: derived from the "
+           "config path under $XDG_RUNTIME_DIR or /tmp."),
+    Option("user", (GLOBAL,), parse_str, None,
+           "Children drop privileges to this user after the fork (master runs as root)."),
+    Option("group", (GLOBAL,), parse_str, None,
+           "Children drop privileges to this group after the fork."),
+    Option("scale_queue", (GLOBAL,), parse_str, None,
+           "Queue that SIGTTIN/SIGTTOU scale when there are several queues."),
+    Option("stop_timeout", (GLOBAL,), parse_float(0.0), None,
+           "The stop timeout your service manager allows (e.g. systemd TimeoutStopSec); "
+           "`--check` warns when graceful_timeout does not fit in it."),
+    Option("max_jobs_per_child", (GLOBAL, QUEUE), parse_int(0), 0,
+           "Replace a child after about this many jobs (with up to 10% jitter, so children "
+           "do not recycle at once); 0 = never."),
+    Option("max_memory_per_child", (GLOBAL, QUEUE), parse_memory, 0,
+           "Replace a child, after its current job, once its RSS exceeds this many MiB; "
+           "0 = no limit. The master checks every second."),
     Option("processes", (QUEUE,), parse_int(0, 1024), 1,
            "Number of worker processes for this queue."),
     Option("default_priority", (GLOBAL, QUEUE), parse_int(0), 65536,

@@ -13,6 +13,7 @@ import os
 import select
 import signal
 from types import FrameType
+from typing import Sequence
 
 # Every signal an operator might send has a handler: the default action of
 # HUP, USR1 and USR2 would kill the master, TTIN/TTOU would stop it.
@@ -33,16 +34,20 @@ class SignalQueue:
     def _record(self, signum: int, frame: FrameType | None) -> None:
         self.pending.append(signum)
 
-    def wait(self, timeout: float) -> list[int]:
-        """Sleep until a signal arrives or ``timeout`` passes; return the signals."""
+    def wait(self, timeout: float, extra: Sequence[int] = ()) -> tuple[list[int], list[int]]:
+        """Sleep until a signal arrives, an ``extra`` fd is readable, or ``timeout``.
+
+        Returns the signals received and the readable ``extra`` fds.
+        """
+        ready: list[int] = []
         if not self.pending:
             try:
-                select.select([self.read_fd], [], [], max(0.0, timeout))
+                ready, _, _ = select.select([self.read_fd, *extra], [], [], max(0.0, timeout))
             except InterruptedError:
                 pass
         self._drain_pipe()
         taken, self.pending = self.pending, []
-        return taken
+        return taken, [fd for fd in ready if fd != self.read_fd]
 
     def _drain_pipe(self) -> None:
         try:

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import greenstalk
 
+from supervisor import logconfig
 from workers import connection, outcomes, policy, registry, wire
 from workers.errors import JobTimeout
 from workers.perform import Performer
@@ -30,6 +31,9 @@ RESERVE_TIMEOUT = 5
 # A job still running after this long gets its real TTR looked up (one
 # stats-job), so that short jobs never pay that round trip.
 TTR_PROBE_DELAY = 0.5
+# Exit status of a child that stops after max_jobs_per_child: the master logs
+# it as a recycle, not a crash (os.EX_TEMPFAIL).
+EXIT_RECYCLE = 75
 
 
 class _StopIdle(BaseException):
@@ -72,8 +76,14 @@ class Runner:
         signal.signal(signal.SIGINT, self._on_term)
         signal.signal(signal.SIGQUIT, lambda s, f: os._exit(0))
         signal.signal(signal.SIGALRM, self.performer.on_alarm)
+        signal.signal(signal.SIGUSR1, self._on_usr1)
         for sig in (signal.SIGHUP, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(sig, signal.SIG_IGN)
+
+    reopen_logs = False
+
+    def _on_usr1(self, signum: int, frame: FrameType | None) -> None:
+        self.reopen_logs = True  # acted on in the loop, never inside a log write
 
     def _on_term(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
@@ -85,13 +95,18 @@ class Runner:
     # -- main loop ---------------------------------------------------------
     def run(self) -> int:
         """Serve jobs until told to stop or recycled; returns the exit code."""
+        code = 0
         try:
             while not self.stopping:
                 job = self.reserve()
+                if self.reopen_logs:
+                    self.reopen_logs = False
+                    logconfig.reopen()
                 if job is not None:
                     self.handle(job)
                     if self.spec.max_jobs and self.slot.jobs_done >= self.spec.max_jobs:
                         log.info("recycling after %d jobs", self.slot.jobs_done)
+                        code = EXIT_RECYCLE
                         break
         except _StopIdle:
             pass
@@ -99,7 +114,7 @@ class Runner:
             self.interruptible = False
             self.slot.set(WorkerState.DRAINING)
             connection.close_quietly(self.client)
-        return 0
+        return code
 
     def reserve(self) -> greenstalk.Job[bytes] | None:
         """One reserve with the server-side timeout; None when nothing came."""
@@ -133,9 +148,9 @@ class Runner:
     def connect(self) -> None:
         """Connect, watching exactly our tube; retry with back-off until it works."""
         self.set_title("connecting")
-        self.slot.set(WorkerState.CONNECTING)
         reported = False
         while self.client is None:
+            self.slot.set(WorkerState.CONNECTING)  # also the heartbeat while we retry
             self.interruptible = True
             try:
                 self.client = connection.open_client(self.spec.address, watch=[self.spec.tube])
