@@ -12,6 +12,8 @@ from typing import Any
 
 from supervisor import control
 from supervisor.config import Config
+import greenstalk
+
 from workers import connection
 
 TUBE_KEYS = ("current-jobs-ready", "current-jobs-reserved", "current-jobs-delayed",
@@ -41,9 +43,10 @@ def tube_counts(config: Config, tubes: dict[str, str]) -> dict[str, Any]:
     counts: dict[str, Any] = {}
     try:
         for queue, tube in tubes.items():
+            stats: dict[str, Any]
             try:
-                stats = client.stats_tube(tube)
-            except Exception:  # noqa: BLE001 - NotFound: the tube is empty and unused
+                stats = dict(client.stats_tube(tube))
+            except greenstalk.NotFoundError:  # the tube is empty and unused
                 stats = {}
             counts[queue] = {k.removeprefix("current-jobs-"): int(stats.get(k, 0))
                              for k in TUBE_KEYS}

@@ -315,6 +315,7 @@ class Arbiter:
         spec = WorkerSpec(queue=slot.queue, tube=queue.tube, index=slot.index,
                           address=self.setup.address,
                           max_jobs=max_jobs_with_jitter(queue["max_jobs_per_child"]),
+                          reply_timeout=self.config["socket_timeout"],
                           on_reconnect=self.setup.on_reconnect)
         assert self.sigq is not None and self.server is not None
         child = spawn(spec, self.sigq, self.crashes, self.setup,
@@ -326,7 +327,7 @@ class Arbiter:
     def watch(self) -> None:
         """Kill hung children; recycle oversized ones; end an overdue drain."""
         now = time.monotonic()
-        for verdict in watchdog.hung(self.children.values(), now):
+        for verdict in watchdog.hung(self.children.values(), now, self.config["socket_timeout"]):
             log.error("worker %s pid=%d %s: killing its process group",
                       verdict.child.slot, verdict.child.pid, verdict.reason)
             verdict.child.kill_group(verdict.reason)

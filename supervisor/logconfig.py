@@ -40,11 +40,11 @@ class FastFormatter(logging.Formatter):
 
 def setup(level: str, log_file: str | None = None) -> None:
     """Configure the root logger once, in the master, before any fork."""
-    logging._srcfile = None  # type: ignore[attr-defined]  # skip the frame walk per record
+    logging._srcfile = None  # skip the frame walk per record
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    logging.logAsyncioTasks = False  # type: ignore[attr-defined]
+    setattr(logging, "logAsyncioTasks", False)  # 3.12+: skip the asyncio task lookup
     handler: logging.Handler
     if log_file:
         handler = logging.FileHandler(log_file, encoding="utf-8")

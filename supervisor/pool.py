@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 # [supervisor] keys whose change touches every child of every queue.
 WORKER_GLOBALS = ("beanstalk_url", "tube_namespace", "namespace_separator", "post_fork",
-                  "worker_exit", "on_reconnect", "user", "group")
+                  "worker_exit", "on_reconnect", "user", "group", "socket_timeout")
 
 
 @dataclass(frozen=True, order=True)

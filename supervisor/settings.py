@@ -145,6 +145,10 @@ OPTIONS: tuple[Option, ...] = (
            "Put between the namespace and the queue name to form the tube name."),
     Option("graceful_timeout", (GLOBAL,), parse_float(0.0), 30.0,
            "Seconds a draining child may take to finish its job before it is killed."),
+    Option("socket_timeout", (GLOBAL,), parse_float(2.0, 3600.0), 10.0,
+           "Seconds without a reply from beanstalkd after which a connection counts as "
+           "dead and is rebuilt. Idle children reserve with half this timeout, so a "
+           "server or network path that stops answering is noticed within this time."),
     Option("log_level", (GLOBAL,), parse_log_level, "info",
            "Level of the log on stderr; `info` prints one line per finished job."),
     Option("log_file", (GLOBAL,), parse_path, None,

@@ -20,12 +20,10 @@ from typing import Iterable
 import psutil
 
 from supervisor.children import Child
-from workers.connection import REPLY_TIMEOUT
-from workers.runner import RESERVE_TIMEOUT
+from workers.runner import reserve_timeout
 from workers.scoreboard import WorkerState
 
 HUNG_GRACE = 0.25
-SILENT_AFTER = RESERVE_TIMEOUT + REPLY_TIMEOUT + 5.0
 MEMORY_INTERVAL = 1.0
 MIB = 1024 * 1024
 
@@ -37,8 +35,15 @@ class Verdict:
     reason: str
 
 
-def hung(children: Iterable[Child], now: float) -> list[Verdict]:
+def silent_after(reply_timeout: float) -> float:
+    """A live idle child beats at least every reserve timeout; allow a dead
+    connection's full reply timeout plus slack before calling it hung."""
+    return reserve_timeout(reply_timeout) + reply_timeout + 5.0
+
+
+def hung(children: Iterable[Child], now: float, reply_timeout: float) -> list[Verdict]:
     verdicts = []
+    silent = silent_after(reply_timeout)
     for child in children:
         if child.killed:
             continue
@@ -47,7 +52,7 @@ def hung(children: Iterable[Child], now: float) -> list[Verdict]:
             verdicts.append(Verdict(child, True, f"hung: job id={snap.job_id} ran "
                                     f"{now - snap.job_started:.1f} s, past its TTR-1 deadline"))
         elif snap.state in (WorkerState.IDLE, WorkerState.CONNECTING) \
-                and now - snap.heartbeat > SILENT_AFTER:
+                and now - snap.heartbeat > silent:
             verdicts.append(Verdict(child, True, f"hung: no heartbeat for "
                                     f"{now - snap.heartbeat:.0f} s while {snap.state.name.lower()}"))
     return verdicts

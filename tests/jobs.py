@@ -63,3 +63,27 @@ class NewsletterJob:
         import json
 
         _append(path, json.dumps(list(args)))
+
+
+# -- jobs for tests/e2e/test_signals_and_children.py and test_connections.py
+
+
+@job(queue="default-q")
+def block_until(path: str, release_path: str, timeout: float = 60.0) -> None:
+    """Busy until ``release_path`` exists, so the test decides when the job ends."""
+    _append(path, f"start {os.getpid()}")
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(release_path) and time.monotonic() < deadline:
+        time.sleep(0.01)  # sync-ok: the job polls for the test's go-ahead file
+    _append(path, f"end {os.getpid()}")
+
+
+@job(queue="default-q")
+def sleep_in_grandchild(path: str, seconds: float) -> None:
+    """Run ``sleep`` in a grandchild process and wait for it: a job with a subprocess."""
+    import subprocess
+
+    proc = subprocess.Popen(["sleep", str(seconds)])
+    _append(path, f"start {os.getpid()} {proc.pid}")
+    proc.wait()
+    _append(path, f"end {os.getpid()}")

@@ -143,8 +143,8 @@ def job(func: Any = None, *, name: str | None = None, **settings: Any) -> Any:
     def decorate(target: Any) -> Any:
         if inspect.isclass(target):
             spec = register(_class_spec(target, name, dict(settings)))
-            target.enqueue = staticmethod(functools.partial(_enqueue_spec, spec))
-            target.job_spec = spec
+            setattr(target, "enqueue", staticmethod(functools.partial(_enqueue_spec, spec)))
+            setattr(target, "job_spec", spec)
             return target
         spec = register(JobSpec(name=name or f"{target.__module__}.{target.__qualname__}",
                                 perform=target, **settings))

@@ -25,9 +25,14 @@ from workers.scoreboard import CrashTable, StateSlot, WorkerState
 
 log = logging.getLogger(__name__)
 
-# Server-side reserve timeout: the longest an idle child goes without
-# writing its heartbeat or noticing that its master is gone.
+# Server-side reserve timeout, at most: the longest an idle child goes
+# without writing its heartbeat or noticing that its master is gone.
 RESERVE_TIMEOUT = 5
+
+
+def reserve_timeout(reply_timeout: float) -> int:
+    """Half the socket timeout, so a live server always answers before it expires."""
+    return max(1, min(RESERVE_TIMEOUT, int(reply_timeout / 2)))
 # A job still running after this long gets its real TTR looked up (one
 # stats-job), so that short jobs never pay that round trip.
 TTR_PROBE_DELAY = 0.5
@@ -49,6 +54,7 @@ class WorkerSpec:
     index: int
     address: tuple[str, int]
     max_jobs: int = 0  # 0 = never recycle
+    reply_timeout: float = connection.REPLY_TIMEOUT
     on_reconnect: Callable[[str, int], Any] | None = None
 
 
@@ -68,6 +74,7 @@ class Runner:
         self._resolved: dict[str, policy.Resolved] = {}
         self._idle_title = "idle"
         self.master_pid = os.getppid()  # called in the child, after the fork
+        self.reserve_timeout = reserve_timeout(spec.reply_timeout)
 
     # -- signals -----------------------------------------------------------
     def install_signals(self) -> None:
@@ -125,7 +132,7 @@ class Runner:
         try:
             if self.stopping:
                 return None
-            return self.client.reserve(RESERVE_TIMEOUT)
+            return self.client.reserve(self.reserve_timeout)
         except (greenstalk.TimedOutError, greenstalk.DeadlineSoonError):
             self.check_parent()
             self.slot.idle(time.monotonic())
@@ -153,7 +160,8 @@ class Runner:
             self.slot.set(WorkerState.CONNECTING)  # also the heartbeat while we retry
             self.interruptible = True
             try:
-                self.client = connection.open_client(self.spec.address, watch=[self.spec.tube])
+                self.client = connection.open_client(self.spec.address, watch=[self.spec.tube],
+                                                     reply_timeout=self.spec.reply_timeout)
             except Exception as exc:
                 if not connection.is_connection_error(exc):
                     raise
@@ -223,4 +231,4 @@ class Runner:
         return found
 
 
-__all__ = ["Runner", "WorkerSpec", "JobTimeout", "RESERVE_TIMEOUT"]
+__all__ = ["Runner", "WorkerSpec", "JobTimeout", "RESERVE_TIMEOUT", "reserve_timeout"]

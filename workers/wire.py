@@ -43,7 +43,7 @@ def decode(body: bytes) -> tuple[str, list[Any]]:
         data = json.loads(text)
     except RecursionError:
         raise PayloadError("body is JSON nested too deeply") from None
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise PayloadError(f"body is not JSON ({exc.msg} at char {exc.pos})") from None
     if not isinstance(data, dict):
         raise PayloadError(f"body is a JSON {type(data).__name__}, not an object")
