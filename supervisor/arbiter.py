@@ -62,7 +62,7 @@ class Arbiter:
         self.ready_notified = False
         self.sigq: signals.SignalQueue | None = None
         self.server: control.ControlServer | None = None
-        self.setup = self.child_setup(config)
+        self.setups = self.child_setups(config)
         self.dispatch: dict[int, Callable[[], None]] = {
             signal.SIGTERM: self.stop_graceful, signal.SIGINT: self.stop_graceful,
             signal.SIGQUIT: self.stop_now, signal.SIGCHLD: lambda: None,
@@ -73,12 +73,20 @@ class Arbiter:
         }
 
     @staticmethod
-    def child_setup(config: Config) -> ChildSetup:
-        """Resolve the config's worker hooks; raises ConfigError naming the bad one."""
-        hook = {k: resolve_hook(config, config[k], f"[supervisor] {k}")
-                for k in ("post_fork", "worker_exit", "on_reconnect")}
-        return ChildSetup(address=parse_url(config["beanstalk_url"]), user=config["user"],
-                          group=config["group"], **hook)
+    def child_setups(config: Config) -> dict[str, ChildSetup]:
+        """Per queue, resolve the worker hooks; raises ConfigError naming a bad one."""
+        address = parse_url(config["beanstalk_url"])
+        setups = {}
+        for name, queue in config.queues.items():
+            hook = {k: resolve_hook(config, queue[k], f"[queue:{name}] {k}")
+                    for k in ("post_fork", "worker_exit", "on_reconnect")}
+            setups[name] = ChildSetup(address=address, user=config["user"],
+                                      group=config["group"], **hook)
+        return setups
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return parse_url(self.config["beanstalk_url"])
 
     # -- the loop ----------------------------------------------------------
     def run(self) -> int:
@@ -105,7 +113,7 @@ class Arbiter:
             pidfile.write(self.config["pidfile"])
         self.server = control.ControlServer(control.socket_path(self.config), self.handle)
         log.info("master started: %d queues, %d workers, beanstalkd at %s:%d, config %s",
-                 len(self.pool.counts), self.pool.total(), *self.setup.address,
+                 len(self.pool.counts), self.pool.total(), *self.address,
                  self.config.path)
         self.update_title()
 
@@ -168,7 +176,7 @@ class Arbiter:
             return
         try:
             new = load(self.config.path)
-            setup = self.child_setup(new)
+            setups = self.child_setups(new)
         except ConfigError as exc:
             log.error("reload rejected, keeping the running config: %s", exc)
             return
@@ -176,7 +184,7 @@ class Arbiter:
             log.warning("reload: `imports` changed; job modules load only at start, "
                         "restart the master to load them")
         changes = self.pool.reload(new)
-        self.config, self.setup = new, setup
+        self.config, self.setups = new, setups
         policy.use(policy.from_config(new))
         logconfig.set_level(new["log_level"])
         log.info("reloaded %s: %s", new.path, "; ".join(changes) or "no change")
@@ -312,13 +320,14 @@ class Arbiter:
 
     def spawn_child(self, slot: Slot) -> None:
         queue = self.pool.queue(slot.queue)
+        setup = self.setups[slot.queue]
         spec = WorkerSpec(queue=slot.queue, tube=queue.tube, index=slot.index,
-                          address=self.setup.address,
+                          address=setup.address,
                           max_jobs=max_jobs_with_jitter(queue["max_jobs_per_child"]),
                           reply_timeout=self.config["socket_timeout"],
-                          on_reconnect=self.setup.on_reconnect)
+                          on_reconnect=setup.on_reconnect)
         assert self.sigq is not None and self.server is not None
-        child = spawn(spec, self.sigq, self.crashes, self.setup,
+        child = spawn(spec, self.sigq, self.crashes, setup,
                       generation=self.pool.generation[slot.queue],
                       close_fds=(self.server.fileno(),))
         self.children[child.pid] = child

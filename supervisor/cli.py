@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load(args.config, imports=True)
         if args.check:
+            Arbiter.child_setups(cfg)  # the worker hooks must import too
             return check(cfg)
         arbiter = Arbiter(cfg)
     except config_mod.ConfigError as exc:
