@@ -59,9 +59,21 @@ def cmd_port(args: argparse.Namespace) -> None:
 
 
 # -- workers: wait until every child is connected and idle --------------------
+class MasterGone(Exception):
+    pass
+
+
 def titles(master: int) -> dict[int, str]:
+    """pid -> title of each worker; MasterGone if the master has exited."""
+    try:
+        proc = psutil.Process(master)
+        gone = proc.status() == psutil.STATUS_ZOMBIE  # exited, not yet reaped
+    except psutil.NoSuchProcess:
+        gone = True
+    if gone:
+        raise MasterGone(f"the bbsupervise master (pid {master}) has exited")
     found = {}
-    for child in psutil.Process(master).children():
+    for child in proc.children():
         try:
             found[child.pid] = child.cmdline()[0]
         except (psutil.NoSuchProcess, IndexError):
@@ -80,7 +92,7 @@ def cmd_workers(args: argparse.Namespace) -> None:
 
     now = wait_for(all_idle, args.timeout, f"{wanted} idle workers")
     with open(args.pidfile, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(str(pid) for pid in now))
+        fh.write("".join(f"{pid}\n" for pid in now))
     print(f"  {args.master:>7}  {psutil.Process(args.master).cmdline()[0]}")
     for pid, title in sorted(now.items(), key=lambda item: item[1]):
         print(f"  {pid:>7}  {title}")
@@ -102,13 +114,13 @@ def enqueue_mix() -> dict[str, int]:
     for i in range(100):
         if i % 20 == 19:
             jobs.decode_corrupt.enqueue(i)
-        elif i % 10 == 0:
+        elif i % 5 == 0:
             jobs.resize.enqueue(i, round(rng.uniform(0.1, 0.3), 2))
         else:
             jobs.thumbnail.enqueue(i)
         sent["images"] += 1
     for i in range(40):
-        if i % 8 == 0:
+        if i % 4 == 0:
             jobs.render_pdf.enqueue(i, round(rng.uniform(0.2, 0.5), 2))
         else:
             jobs.daily_totals.enqueue(f"2026-01-{i % 28 + 1:02d}")
@@ -224,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (Timeout, psutil.NoSuchProcess, OSError) as exc:
+    except (Timeout, MasterGone, psutil.NoSuchProcess, OSError) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -11,6 +11,7 @@ beanstalkd unreachable for --check).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib import metadata
 
@@ -80,10 +81,21 @@ def check(cfg: config_mod.Config) -> int:
     return ExitCode.OK
 
 
-def load(path: str, imports: bool) -> config_mod.Config:
+def load(path: str, imports: bool, log_file: bool = True) -> config_mod.Config:
     cfg = config_mod.load(path)
-    logconfig.setup(cfg["log_level"], cfg["log_file"])
+    try:
+        logconfig.setup(cfg["log_level"], cfg["log_file"] if log_file else None)
+        if cfg["log_file"] and not log_file and not os.access(
+                os.path.dirname(os.path.abspath(cfg["log_file"])), os.W_OK):
+            raise PermissionError(f"directory of {cfg['log_file']} is not writable")
+    except OSError as exc:
+        raise config_mod.ConfigError(f"{path}: [supervisor] log_file: cannot open: "
+                                     f"{exc}") from None
     if imports:
+        # Job modules are the user's code, found like `python -m` finds
+        # them: from the current directory first (gunicorn does the same).
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
         config_mod.import_jobs(cfg)
         from workers import policy
 
@@ -105,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bbsupervise: error: -c PATH is required", file=sys.stderr)
         return ExitCode.USAGE
     try:
-        cfg = load(args.config, imports=True)
+        cfg = load(args.config, imports=True, log_file=not args.check)
         if args.check:
             Arbiter.child_setups(cfg)  # the worker hooks must import too
             return check(cfg)

@@ -135,7 +135,9 @@ def import_jobs(config: Config) -> None:
         except BaseException as exc:  # noqa: BLE001 - any failure of user code is a config error
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+            frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
+            last = [f for f in frames if "importlib" not in f.filename
+                    and not f.filename.startswith("<frozen")][-1:]
             where = f" ({os.path.basename(last[0].filename)}:{last[0].lineno})" if last else ""
             raise ConfigError(f"{config.path}: [supervisor] imports: cannot import "
                               f"{module!r}: {type(exc).__name__}: {exc}{where}") from None

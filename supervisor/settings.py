@@ -218,5 +218,7 @@ def render_markdown() -> str:
             default = ", ".join(f"{k}={v}" for k, v in default.items())
         elif isinstance(default, tuple):
             default = ", ".join(default) or "(none)"
+        elif default is None:
+            default = "(none)"
         rows.append(f"| `{o.name}` | {where} | {o.type_doc} | `{default}` | {o.help} |")
     return "\n".join(rows) + "\n"
