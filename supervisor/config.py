@@ -136,7 +136,7 @@ def import_jobs(config: Config) -> None:
             if isinstance(exc, KeyboardInterrupt):
                 raise
             frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
-            last = [f for f in frames if "importlib" not in f.filename
+            last = [f for f in frames if "importlib" not in f.filename and f.filename != __file__
                     and not f.filename.startswith("<frozen")][-1:]
             where = f" ({os.path.basename(last[0].filename)}:{last[0].lineno})" if last else ""
             raise ConfigError(f"{config.path}: [supervisor] imports: cannot import "

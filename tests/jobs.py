@@ -87,3 +87,81 @@ def sleep_in_grandchild(path: str, seconds: float) -> None:
     _append(path, f"start {os.getpid()} {proc.pid}")
     proc.wait()
     _append(path, f"end {os.getpid()}")
+
+
+# -- jobs for tests/e2e/test_jobs.py
+
+
+@job(queue="default-q")
+def fail_and_record(path: str) -> None:
+    """Record each attempt as ``pid monotonic-seconds``, then fail: a poison job."""
+    _append(path, f"{os.getpid()} {time.monotonic():.3f}")
+    raise ValueError("fail_and_record always fails")
+
+
+@job(queue="default-q")
+def abort_hard(path: str) -> None:
+    """Record the attempt, then die of SIGABRT (with no core file)."""
+    import resource
+
+    _append(path, f"attempt {os.getpid()}")
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    os.abort()
+
+
+@job(queue="default-q")
+def late_failure(path: str, seconds: float) -> None:
+    """First run: deaf to SIGALRM (like C code holding the GIL), outlive the TTR, then
+    fail, so the release or bury comes too late. Later runs succeed."""
+    marker = path + ".first"
+    if not os.path.exists(marker):
+        _append(marker, f"first {os.getpid()}")
+        previous = signal.signal(signal.SIGALRM, signal.SIG_IGN)
+        try:
+            time.sleep(seconds)  # sync-ok: the job must outlive its TTR
+        finally:
+            signal.signal(signal.SIGALRM, previous)
+        raise RuntimeError("failed after its TTR expired")
+    _append(path, f"second {os.getpid()}")
+
+
+# -- jobs for tests/e2e/test_operations.py
+
+
+@job(queue="default-q")
+def hang_deaf_to_alarm(path: str, release_path: str, after: float = 0.0) -> None:
+    """A hung job: after ``after`` s it blocks SIGALRM (so its own TTR-1 deadline
+    cannot fire, like C code that never returns), starts ``sleep 60`` in its
+    process group, records ``start <pid> <sleep pid>`` and waits for
+    ``release_path`` (or 60 s). Only the master can stop it."""
+    import subprocess
+
+    if after:
+        time.sleep(after)  # sync-ok: lets the worker's TTR probe (at 0.5 s) run first
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    proc = subprocess.Popen(["sleep", "60"])
+    _append(path, f"start {os.getpid()} {proc.pid}")
+    deadline = time.monotonic() + 60
+    while not os.path.exists(release_path) and time.monotonic() < deadline:
+        time.sleep(0.01)  # sync-ok: the job polls for the test's go-ahead file
+    proc.kill()
+    proc.wait()
+    _append(path, f"end {os.getpid()}")
+
+
+_ballast: list[bytearray] = []
+
+
+@job(queue="default-q")
+def allocate_then_wait(path: str, mib: int, release_path: str) -> None:
+    """Grow this worker by ``mib`` MiB (kept after the job: a leak), record
+    ``allocated <pid>``, then wait for ``release_path`` and record ``end <pid>``."""
+    block = bytearray(mib * 1024 * 1024)
+    for offset in range(0, len(block), 4096):  # touch every page so it counts in RSS
+        block[offset] = 1
+    _ballast.append(block)
+    _append(path, f"allocated {os.getpid()}")
+    deadline = time.monotonic() + 60
+    while not os.path.exists(release_path) and time.monotonic() < deadline:
+        time.sleep(0.01)  # sync-ok: the job polls for the test's go-ahead file
+    _append(path, f"end {os.getpid()}")
