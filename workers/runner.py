@@ -75,6 +75,7 @@ class Runner:
         self._idle_title = "idle"
         self.master_pid = os.getppid()  # called in the child, after the fork
         self.reserve_timeout = reserve_timeout(spec.reply_timeout)
+        self.connections = 0
 
     # -- signals -----------------------------------------------------------
     def install_signals(self) -> None:
@@ -176,8 +177,9 @@ class Runner:
                 raise _StopIdle()
         self.backoff.reset()
         log.info("connected to %s:%d, watching %s", *self.spec.address, self.spec.tube)
-        if reported and self.spec.on_reconnect is not None:
-            self._call_reconnect_hook()
+        if self.connections and self.spec.on_reconnect is not None:
+            self._call_reconnect_hook()  # every connection but the first is a reconnect
+        self.connections += 1
         self.slot.idle(time.monotonic())
         self.set_title(self._idle_title)
 
