@@ -67,7 +67,7 @@ class Arbiter:
             signal.SIGTERM: self.stop_graceful, signal.SIGINT: self.stop_graceful,
             signal.SIGQUIT: self.stop_now, signal.SIGCHLD: lambda: None,
             signal.SIGHUP: self.reload, signal.SIGUSR1: self.reopen_logs,
-            signal.SIGUSR2: lambda: log.info("SIGUSR2 received; ignored"),
+            signal.SIGUSR2: lambda: None,  # a child reported a lost job: collect_lost()
             signal.SIGTTIN: lambda: self.scale_by_signal("+1"),
             signal.SIGTTOU: lambda: self.scale_by_signal("-1"),
         }
@@ -121,6 +121,7 @@ class Arbiter:
         """One turn of the loop."""
         assert self.sigq is not None and self.server is not None
         self.reap_children()
+        self.collect_lost()
         self.reconcile()
         self.watch()
         self.check_ready()
@@ -237,20 +238,32 @@ class Arbiter:
             if child is not None:
                 self.child_exited(child, status)
 
+    def collect_lost(self) -> None:
+        """Jobs whose failed attempt went uncounted (reservation lost) -> crash table."""
+        for child in self.children.values():
+            job_id = child.state.take_lost()
+            if job_id:
+                self.crashes.add(job_id)
+
     def child_exited(self, child: Child, status: int) -> None:
         snap = child.state.read()
+        lost = child.state.take_lost()
+        if lost:
+            self.crashes.add(lost)
         child.state.close()
         held = snap.job_id if snap.state is WorkerState.BUSY else 0
         how = backoff.describe_status(status)
         where = f"worker {child.slot} pid={child.pid}"
-        if held and not backoff.is_clean(status):
-            self.crashes.add(held)  # its next reservation counts this attempt
+        if held:
+            # Died mid-job, whatever its status (a job may os._exit(0)):
+            # the next reservation of the job counts this attempt.
+            self.crashes.add(held)
             how += f" while busy with job id={held}"
         if child.killed:
             log.warning("%s %s (killed: %s)", where, how, child.killed)
         elif os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_RECYCLE:
             log.info("%s recycled after %d jobs (max_jobs_per_child)", where, snap.jobs_done)
-        elif backoff.is_clean(status):
+        elif backoff.is_clean(status) and not held:
             log.info("%s %s%s", where, how, f" ({child.stop_reason})" if child.stop_reason else "")
         else:
             log.error("%s %s", where, how)

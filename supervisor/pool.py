@@ -15,9 +15,10 @@ from supervisor.config import Config, QueueConfig
 
 log = logging.getLogger(__name__)
 
-# [supervisor] keys whose change touches every child of every queue.
-WORKER_GLOBALS = ("beanstalk_url", "tube_namespace", "namespace_separator", "post_fork",
-                  "worker_exit", "on_reconnect", "user", "group", "socket_timeout")
+# [supervisor]-only keys whose change touches every child of every queue (keys
+# allowed in a queue section are already in its values, with the fallback).
+WORKER_GLOBALS = ("beanstalk_url", "tube_namespace", "namespace_separator", "user", "group",
+                  "socket_timeout")
 
 
 @dataclass(frozen=True, order=True)

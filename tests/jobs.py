@@ -165,3 +165,22 @@ def allocate_then_wait(path: str, mib: int, release_path: str) -> None:
     while not os.path.exists(release_path) and time.monotonic() < deadline:
         time.sleep(0.01)  # sync-ok: the job polls for the test's go-ahead file
     _append(path, f"end {os.getpid()}")
+
+
+# -- more jobs for tests/e2e/test_jobs.py
+
+
+@job(queue="default-q")
+def slow_poison(path: str, seconds: float) -> None:
+    """Record the attempt, take ``seconds``, then fail: enqueued with TTR 1 (no
+    deadline can be kept), every failure comes after beanstalkd took the job back."""
+    _append(path, f"attempt {os.getpid()}")
+    time.sleep(seconds)  # sync-ok: the job must outlive its TTR
+    raise RuntimeError("slow_poison always fails, late")
+
+
+@job(queue="default-q")
+def exit_zero(path: str) -> None:
+    """Record the attempt, then leave the worker with status 0 mid-job."""
+    _append(path, f"attempt {os.getpid()}")
+    os._exit(0)

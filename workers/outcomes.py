@@ -85,48 +85,56 @@ class Outcomes:
         failures = int(stats["reserves"]) - 1
         limit = settings.max_job_retries + 1
         if failures < limit:
-            log.warning("job %s id=%d: attempt %d of %d (an earlier worker died with it)",
-                        name, job.id, failures + 1, limit)
+            log.warning("job %s id=%d: attempt %d of %d (an earlier attempt died with its "
+                        "worker or lost its reservation)", name, job.id, failures + 1, limit)
             return False
         if self._command("bury", job.id, lambda c: c.bury(job, priority=stats["pri"])):
-            log.error("job %s id=%d failed: attempt %d of %d killed its worker, burying",
-                      name, job.id, failures, limit)
+            log.error("job %s id=%d failed: attempt %d of %d killed its worker or lost its "
+                      "reservation, burying", name, job.id, failures, limit)
         return True
 
     def failed(self, job: greenstalk.Job[bytes], spec: JobSpec, args: list[Any],
                settings: policy.Resolved, failure: Failure, started: float) -> None:
         """Release with back-off while retries remain, else bury; then the hooks."""
+        ran = _ms(started)
         stats = self._stats(job.id)
         if stats is None:
-            log.error("job %s id=%d failed after %.1f ms: %s", spec.name, job.id,
-                      _ms(started), failure.reason)
+            self._lost(job, spec, failure, ran)
             return
         attempt = int(stats["reserves"])
         limit = settings.max_job_retries + 1
         if attempt < limit:
             delay = max(0, int(round(settings.retry_delay_func(settings.retry_delay, attempt - 1))))
-            self._retry(job, spec, args, failure, stats, attempt, limit, delay)
+            self._hooks(spec, "on_retry", job.id, attempt, delay, *args)
+            done = self._command("release", job.id,
+                                 lambda c: c.release(job, priority=stats["pri"], delay=delay))
+            outcome = f"retrying in {delay} s"
         else:
-            self._bury(job, spec, args, failure, stats, attempt, limit)
-        self._failure_hooks(job, spec, args, failure)
-
-    def _retry(self, job: greenstalk.Job[bytes], spec: JobSpec, args: list[Any],
-               failure: Failure, stats: dict[str, Any], attempt: int, limit: int,
-               delay: int) -> None:
-        self._hooks(spec, "on_retry", job.id, attempt, delay, *args)
-        if self._command("release", job.id,
-                         lambda c: c.release(job, priority=stats["pri"], delay=delay)):
-            log.warning("job %s id=%d failed: attempt %d of %d, retrying in %d s: %s",
-                        spec.name, job.id, attempt, limit, delay, failure.reason)
-
-    def _bury(self, job: greenstalk.Job[bytes], spec: JobSpec, args: list[Any],
-              failure: Failure, stats: dict[str, Any], attempt: int, limit: int) -> None:
-        self._hooks(spec, "on_bury", job.id, *args)
-        if self._command("bury", job.id, lambda c: c.bury(job, priority=stats["pri"])):
-            log.error("job %s id=%d failed: attempt %d of %d, burying: %s",
-                      spec.name, job.id, attempt, limit, failure.reason)
+            self._hooks(spec, "on_bury", job.id, *args)
+            done = self._command("bury", job.id, lambda c: c.bury(job, priority=stats["pri"]))
+            outcome = "burying"
+        if done:
+            level = logging.WARNING if outcome != "burying" else logging.ERROR
+            log.log(level, "job %s id=%d failed: attempt %d of %d, %s: %s (after %.1f ms)",
+                    spec.name, job.id, attempt, limit, outcome, failure.reason, ran)
+        else:
+            self._lost(job, spec, failure, ran)
         if failure.exc is not None and not isinstance(failure.exc, JobTimeout):
             log.debug("job %s id=%d traceback", spec.name, job.id, exc_info=failure.exc)
+        self._failure_hooks(job, spec, args, failure)
+
+    def _lost(self, job: greenstalk.Job[bytes], spec: JobSpec, failure: Failure,
+              ran: float) -> None:
+        """A failed job whose reservation is gone: beanstalkd will hand it out again.
+
+        This attempt cannot be counted by a release or bury, so the master is
+        told (crash table): the next worker to reserve the job checks its
+        ``reserves`` first and buries it once its attempts are used up.
+        """
+        log.error("job %s id=%d failed after %.1f ms, and its reservation was lost "
+                  "(beanstalkd will hand it out again; this attempt counts): %s",
+                  spec.name, job.id, ran, failure.reason)
+        self.runner.report_lost(job.id)
 
     def _failure_hooks(self, job: greenstalk.Job[bytes], spec: JobSpec, args: list[Any],
                        failure: Failure) -> None:

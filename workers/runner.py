@@ -76,6 +76,7 @@ class Runner:
         self.master_pid = os.getppid()  # called in the child, after the fork
         self.reserve_timeout = reserve_timeout(spec.reply_timeout)
         self.connections = 0
+        self.lost_here: set[int] = set()
 
     # -- signals -----------------------------------------------------------
     def install_signals(self) -> None:
@@ -189,6 +190,21 @@ class Runner:
         except Exception as exc:  # noqa: BLE001 - user hook must not kill the worker
             log.error("on_reconnect hook failed: %s: %s", type(exc).__name__, exc)
 
+    def report_lost(self, job_id: int) -> None:
+        """Tell the master (state slot, then a wake-up signal) to count this attempt.
+
+        This worker may reserve the job again before the master has put it in
+        the crash table, so it also remembers the id itself.
+        """
+        if len(self.lost_here) > 1000:
+            self.lost_here.clear()
+        self.lost_here.add(job_id)
+        self.slot.report_lost(job_id)
+        try:
+            os.kill(self.master_pid, signal.SIGUSR2)
+        except OSError:
+            pass
+
     def lost(self, exc: BaseException) -> None:
         """Throw the client away; the next reserve reconnects."""
         log.warning("connection to beanstalkd lost: %s: %s", type(exc).__name__, exc)
@@ -209,7 +225,8 @@ class Runner:
             self.outcomes.bury_bad(job, f"no job registered as {name[:100]!r}")
             return self.finish(started)
         settings = self.resolved(spec)
-        if job.id in self.crashes and self.outcomes.exhausted_by_crashes(job, name, settings):
+        if (job.id in self.crashes or job.id in self.lost_here) \
+                and self.outcomes.exhausted_by_crashes(job, name, settings):
             return self.finish(started)
         self.set_title(f"busy {name} #{job.id}")
         if log.isEnabledFor(logging.DEBUG):

@@ -14,7 +14,8 @@ from typing import Any, Sequence
 # beanstalkd's dat.h/prot.c: 1-200 bytes of these characters, not starting with '-'.
 MAX_TUBE_BYTES = 200
 _TUBE_CHARS = re.compile(r"[A-Za-z0-9+/;.$_()-]+")
-_encoder = json.JSONEncoder(separators=(",", ":"))
+# allow_nan=False: NaN and Infinity are not JSON, and Ruby's parser rejects them.
+_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 class PayloadError(ValueError):
