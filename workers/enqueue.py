@@ -50,6 +50,8 @@ os.register_at_fork(after_in_child=reset_connection)
 
 def delay_seconds(delay: int | float | dt.timedelta | dt.datetime) -> int:
     """Seconds from ``delay``: a number, a timedelta, or an aware datetime."""
+    if delay.__class__ is int and 0 <= delay <= 2**32 - 1:
+        return delay  # the common case, checked first
     if isinstance(delay, dt.datetime):
         if delay.tzinfo is None:
             raise ValueError("delay as datetime must be timezone-aware")
@@ -106,6 +108,8 @@ def enqueue(job: Any, *args: Any, pri: int | str | None = None,
 def _run_hooks(point: str, name: str, spec: registry.JobSpec | None,
                args: tuple[Any, ...]) -> bool:
     """Run global then job hooks; False when one returned False (a veto)."""
+    if not (spec and spec.hooks) and not hooks.any_global():
+        return True
     ok = True
     for fn in hooks.global_hooks(point):
         ok = fn(name, *args) is not False and ok

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import greenstalk
 
+from supervisor.logconfig import info_enabled, info_line
 from workers import connection, hooks, policy
 from workers.errors import JobTimeout
 from workers.perform import Failure, describe
@@ -65,8 +66,8 @@ class Outcomes:
         return stats if ok else None
 
     def succeeded(self, job: greenstalk.Job[bytes], name: str, started: float) -> None:
-        if self._command("delete", job.id, lambda c: c.delete(job.id)):
-            log.info("job %s id=%d completed in %.1f ms", name, job.id, _ms(started))
+        if self._command("delete", job.id, lambda c: c.delete(job.id)) and info_enabled():
+            info_line(f"job {name} id={job.id} completed in {_ms(started):.1f} ms")
 
     def bury_bad(self, job: greenstalk.Job[bytes], reason: str) -> None:
         """A body that names no runnable job: bury it, keeping its priority."""

@@ -62,6 +62,7 @@ def configure(config_file: str | None = None, **values: Any) -> Settings:
         from supervisor.config import load
 
         _current = from_config(load(config_file))
+        _resolved.clear()
     unknown = set(values) - {o.name for o in table.OPTIONS if table.GLOBAL in o.scopes}
     if unknown:
         raise TypeError(f"configure() got unknown options: {', '.join(sorted(unknown))}")
@@ -71,6 +72,7 @@ def configure(config_file: str | None = None, **values: Any) -> Settings:
     merged = dict(_current.values, **values)
     known = {k: v for k, v in top.items() if k in Settings.__dataclass_fields__}
     _current = replace(_current, values=merged, **known)
+    _resolved.clear()
     from workers.enqueue import reset_connection
 
     reset_connection()
@@ -93,6 +95,7 @@ def use(settings_: Settings) -> None:
     """Install ``settings_`` as the process's settings (the master does this)."""
     global _current
     _current = settings_
+    _resolved.clear()
 
 
 def priority(value: int | str, labels: Mapping[str, int]) -> int:
@@ -120,11 +123,31 @@ class Resolved:
     retry_delay_func: Callable[[int, int], float]
 
 
+_resolved: dict[tuple[Any, ...], Resolved] = {}
+
+
 def resolve(spec: JobSpec | None, queue: str | None = None,
             pri: int | str | None = None, ttr: int | None = None,
             settings_: Settings | None = None) -> Resolved:
-    """Most specific first: call arguments, the job, its queue, [supervisor], default."""
-    s = settings_ or _current
+    """Most specific first: call arguments, the job, its queue, [supervisor], default.
+
+    Cached for the process's settings (enqueue calls this for every job);
+    the cache is emptied whenever those settings change.
+    """
+    if settings_ is not None:
+        return _resolve(spec, queue, pri, ttr, settings_)
+    key = (spec.name if spec else None, id(spec), queue, pri, ttr)
+    found = _resolved.get(key)
+    if found is None:
+        found = _resolve(spec, queue, pri, ttr, _current)
+        if len(_resolved) > 4096:
+            _resolved.clear()
+        _resolved[key] = found
+    return found
+
+
+def _resolve(spec: JobSpec | None, queue: str | None, pri: int | str | None,
+             ttr: int | None, s: Settings) -> Resolved:
     q = queue or (spec.queue if spec else None) or s.primary_queue
     qv = s.for_queue(q)
     labels = qv["priority_labels"]
