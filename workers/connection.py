@@ -121,3 +121,27 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+# -- pipelining on the worker's hot path --------------------------------------
+# beanstalkd answers commands on one connection in order, so a worker that
+# just finished a job sends "delete" and its next "reserve-with-timeout" in
+# one write: one syscall and one server wake-up fewer per job. greenstalk has
+# no API for that, so these three use its reader and reply parser directly.
+
+
+def send_delete_and_reserve(client: greenstalk.Client[bytes], job_id: int,
+                            timeout: int) -> None:
+    client._sock.sendall(b"delete %d\r\nreserve-with-timeout %d\r\n" % (job_id, timeout))
+
+
+def read_deleted(client: greenstalk.Client[bytes]) -> None:
+    """The reply to the pipelined delete; raises NotFoundError like ``delete``."""
+    greenstalk._parse_response(client._reader.readline(), b"DELETED")
+
+
+def read_reserved(client: greenstalk.Client[bytes]) -> greenstalk.Job[bytes]:
+    """The reply to the pipelined reserve; raises TimedOutError like ``reserve``."""
+    values = greenstalk._parse_response(client._reader.readline(), b"RESERVED")
+    job_id, size = (int(n) for n in values)
+    return greenstalk.Job(job_id, client._read_chunk(size))

@@ -66,7 +66,17 @@ class Outcomes:
         return stats if ok else None
 
     def succeeded(self, job: greenstalk.Job[bytes], name: str, started: float) -> None:
-        if self._command("delete", job.id, lambda c: c.delete(job.id)) and info_enabled():
+        """Delete the job, and in the same write ask for the next one when we will want it."""
+        runner = self.runner
+        if runner.wants_next_job():
+            def delete(c: greenstalk.Client[bytes]) -> None:
+                connection.send_delete_and_reserve(c, job.id, runner.reserve_timeout)
+                runner.pending_reserve = True
+                connection.read_deleted(c)
+        else:
+            def delete(c: greenstalk.Client[bytes]) -> None:
+                c.delete(job.id)
+        if self._command("delete", job.id, delete) and info_enabled():
             info_line(f"job {name} id={job.id} completed in {_ms(started):.1f} ms")
 
     def bury_bad(self, job: greenstalk.Job[bytes], reason: str) -> None:

@@ -77,6 +77,7 @@ class Runner:
         self.reserve_timeout = reserve_timeout(spec.reply_timeout)
         self.connections = 0
         self.lost_here: set[int] = set()
+        self.pending_reserve = False  # a reserve went out with the last delete
 
     # -- signals -----------------------------------------------------------
     def install_signals(self) -> None:
@@ -134,6 +135,9 @@ class Runner:
         try:
             if self.stopping:
                 return None
+            if self.pending_reserve:  # sent with the last delete
+                self.pending_reserve = False
+                return connection.read_reserved(self.client)
             return self.client.reserve(self.reserve_timeout)
         except (greenstalk.TimedOutError, greenstalk.DeadlineSoonError):
             self.check_parent()
@@ -210,6 +214,7 @@ class Runner:
         log.warning("connection to beanstalkd lost: %s: %s", type(exc).__name__, exc)
         connection.close_quietly(self.client)
         self.client = None
+        self.pending_reserve = False
 
     # -- one job -----------------------------------------------------------
     def handle(self, job: greenstalk.Job[bytes]) -> None:
@@ -237,6 +242,11 @@ class Runner:
         else:
             self.outcomes.failed(job, spec, args, settings, failure, started)
         self.finish(started)
+
+    def wants_next_job(self) -> bool:
+        """After this job, will the loop reserve again? (not draining, not recycling)"""
+        return not self.stopping and not (
+            self.spec.max_jobs and self.slot.jobs_done + 1 >= self.spec.max_jobs)
 
     def finish(self, started: float) -> None:
         self.slot.jobs_done += 1
