@@ -352,6 +352,11 @@ class Arbiter:
         for verdict in watchdog.hung(self.children.values(), now, self.config["socket_timeout"]):
             log.error("worker %s pid=%d %s: killing its process group",
                       verdict.child.slot, verdict.child.pid, verdict.reason)
+            snap = verdict.child.state.read()
+            if snap.state is WorkerState.BUSY and snap.job_id:
+                # Before the kill: its socket closes at once and an idle
+                # sibling may reserve the job before this child is reaped.
+                self.crashes.add(snap.job_id)
             verdict.child.kill_group(verdict.reason)
         if self.state is State.RUNNING and self.memory_clock.due(now):
             limits = {q: self.pool.queue(q)["max_memory_per_child"] for q in self.pool.counts}
@@ -384,6 +389,9 @@ class Arbiter:
 
     # -- control socket ----------------------------------------------------
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self.sigq is not None
+        for signum in self.sigq.take():  # a signal sent just before this request
+            self.dispatch[signum]()
         cmd = request.get("cmd")
         try:
             if cmd == "status":

@@ -49,6 +49,11 @@ class SignalQueue:
         taken, self.pending = self.pending, []
         return taken, [fd for fd in ready if fd != self.read_fd]
 
+    def take(self) -> list[int]:
+        """Signals recorded but not yet returned by ``wait``."""
+        taken, self.pending = self.pending, []
+        return taken
+
     def _drain_pipe(self) -> None:
         try:
             while os.read(self.read_fd, 4096):

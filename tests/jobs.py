@@ -138,6 +138,10 @@ def hang_deaf_to_alarm(path: str, release_path: str, after: float = 0.0) -> None
 
     if after:
         time.sleep(after)  # sync-ok: lets the worker's TTR probe (at 0.5 s) run first
+    # Blocking SIGALRM in this thread alone is not enough: the kernel then
+    # delivers it to the worker's other thread and Python still raises the
+    # deadline here. Ignoring it is what a stuck C extension amounts to.
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
     proc = subprocess.Popen(["sleep", "60"])
     _append(path, f"start {os.getpid()} {proc.pid}")

@@ -13,6 +13,8 @@ import socket
 from typing import Iterable
 from urllib.parse import urlsplit
 
+import encodings.idna  # noqa: F401  # loaded before fork: a child that dropped
+                       # privileges may not be able to read the stdlib any more
 import greenstalk
 
 log = logging.getLogger(__name__)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TTR_PROBE_DELAY = 0.5
+PROBE_THREAD_INTERVAL = 0.25
 
 
 @dataclass(frozen=True)
@@ -115,23 +117,53 @@ class Performer:
 
     def on_alarm(self, signum: int, frame: FrameType | None) -> None:
         """SIGALRM: first look up the TTR, then enforce ``ttr - 1``."""
-        if not self.armed or self.job is None:
+        job = self.job
+        if not self.armed or job is None:
             return
         if self.ttr is None:
-            self.ttr = self._probe_ttr(self.job)
-            if self.ttr <= 1:
-                return  # no deadline can be kept (see module docstring)
-            deadline = self.started + self.ttr - 1
-            self.runner.slot.set_deadline(self.job.id, self.started, deadline)
-            remaining = deadline - time.monotonic()
-            if remaining > 0:
-                signal.setitimer(signal.ITIMER_REAL, remaining)
-                return
+            self.ttr = self._probe_ttr(self.runner.client, job)
+            self.publish_deadline(job)
+        if self.ttr <= 1:
+            return  # no deadline can be kept (see module docstring)
+        remaining = self.started + self.ttr - 1 - time.monotonic()
+        if remaining > 0:
+            signal.setitimer(signal.ITIMER_REAL, remaining)
+            return
         raise JobTimeout(f"timed out after {self.ttr - 1} s (TTR {self.ttr} s)")
 
-    def _probe_ttr(self, job: greenstalk.Job[bytes]) -> int:
+    def publish_deadline(self, job: greenstalk.Job[bytes]) -> None:
+        """Tell the master the real deadline, which replaces the provisional one."""
+        ttr = self.ttr or 0
+        deadline = self.started + ttr - 1 if ttr > 1 else 0.0
+        with self.runner.slot_lock:
+            if self.armed and self.job is job:
+                self.runner.slot.set_deadline(job.id, self.started, deadline)
+
+    def probe_from_thread(self) -> None:
+        """For a job deaf to SIGALRM: the watcher thread looks the TTR up instead.
+
+        It uses a connection of its own (greenstalk clients are not thread-safe;
+        any connection may ask stats-job), opened only in this rare case.
+        """
+        job = self.job
+        if not self.armed or job is None or self.ttr is not None \
+                or time.monotonic() - self.started < TTR_PROBE_DELAY + PROBE_THREAD_INTERVAL:
+            return
+        try:
+            client = connection.open_client(self.runner.spec.address, reply_timeout=5.0)
+        except OSError:
+            return
+        try:
+            ttr = self._probe_ttr(client, job, own=False)
+        finally:
+            connection.close_quietly(client)
+        if self.armed and self.job is job and self.ttr is None:
+            self.ttr = ttr
+            self.publish_deadline(job)
+
+    def _probe_ttr(self, client: greenstalk.Client[bytes] | None, job: greenstalk.Job[bytes],
+                   own: bool = True) -> int:
         """The job's TTR from beanstalkd; 0 when it cannot be known."""
-        client = self.runner.client
         if client is None:
             return 0
         try:
@@ -141,5 +173,22 @@ class Performer:
         except Exception as exc:  # noqa: BLE001 - classified below
             if not connection.is_connection_error(exc):
                 raise
-            self.runner.lost(exc)
+            if own:
+                self.runner.lost(exc)
         return 0
+
+
+class ProbeThread(threading.Thread):
+    """Looks up the TTR of a job that keeps SIGALRM blocked (see Performer)."""
+
+    def __init__(self, performer: Performer) -> None:
+        super().__init__(name="ttr-probe", daemon=True)
+        self.performer = performer
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(PROBE_THREAD_INTERVAL):
+            try:
+                self.performer.probe_from_thread()
+            except Exception as exc:  # noqa: BLE001 - a helper thread must not die
+                log.warning("TTR probe failed: %s: %s", type(exc).__name__, exc)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from types import FrameType
@@ -20,7 +21,7 @@ import greenstalk
 from supervisor import logconfig
 from workers import connection, outcomes, policy, registry, wire
 from workers.errors import JobTimeout
-from workers.perform import Performer
+from workers.perform import Performer, ProbeThread
 from workers.scoreboard import CrashTable, StateSlot, WorkerState
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class Runner:
         self.interruptible = False  # True only while waiting with no job in hand
         self.backoff = connection.Backoff()
         self.performer = Performer(self)
+        self.slot_lock = threading.Lock()  # the probe thread also writes the slot
         self.outcomes = outcomes.Outcomes(self)
         self._resolved: dict[str, policy.Resolved] = {}
         self._idle_title = "idle"
@@ -106,6 +108,8 @@ class Runner:
     def run(self) -> int:
         """Serve jobs until told to stop or recycled; returns the exit code."""
         code = 0
+        probe = ProbeThread(self.performer)
+        probe.start()
         try:
             while not self.stopping:
                 job = self.reserve()
@@ -122,6 +126,7 @@ class Runner:
             pass
         finally:
             self.interruptible = False
+            probe.stopped.set()
             self.slot.set(WorkerState.DRAINING)
             connection.close_quietly(self.client)
         return code
@@ -219,7 +224,6 @@ class Runner:
     # -- one job -----------------------------------------------------------
     def handle(self, job: greenstalk.Job[bytes]) -> None:
         started = time.monotonic()
-        self.slot.busy(job.id, started)
         try:
             name, args = wire.decode(job.body)
         except wire.PayloadError as exc:
@@ -230,6 +234,10 @@ class Runner:
             self.outcomes.bury_bad(job, f"no job registered as {name[:100]!r}")
             return self.finish(started)
         settings = self.resolved(spec)
+        # Provisional deadline from the job's settings, so the master can
+        # step in even if this job blocks SIGALRM before the TTR probe runs;
+        # the probe replaces it with the job's real TTR.
+        self.slot.busy(job.id, started, started + settings.ttr - 1 if settings.ttr > 1 else 0.0)
         if (job.id in self.crashes or job.id in self.lost_here) \
                 and self.outcomes.exhausted_by_crashes(job, name, settings):
             return self.finish(started)
@@ -250,7 +258,8 @@ class Runner:
 
     def finish(self, started: float) -> None:
         self.slot.jobs_done += 1
-        self.slot.idle(time.monotonic())
+        with self.slot_lock:
+            self.slot.idle(time.monotonic())
         self.set_title(self._idle_title)
 
     def resolved(self, spec: registry.JobSpec) -> policy.Resolved:

@@ -63,8 +63,8 @@ class StateSlot:
         self._pack(self._mm, 0, state, job_id, started or now, deadline,
                    self.jobs_done, now)
 
-    def busy(self, job_id: int, started: float) -> None:
-        self._pack(self._mm, 0, WorkerState.BUSY, job_id, started, 0.0,
+    def busy(self, job_id: int, started: float, deadline: float = 0.0) -> None:
+        self._pack(self._mm, 0, WorkerState.BUSY, job_id, started, deadline,
                    self.jobs_done, started)
 
     def set_deadline(self, job_id: int, started: float, deadline: float) -> None:
