@@ -18,7 +18,7 @@ import psutil
 
 from supervisor import backoff, control, logconfig, notify, pidfile, signals, titles, watchdog
 from supervisor.children import EXIT_RECYCLE, Child, ChildSetup, spawn
-from supervisor.config import Config, ConfigError, load, resolve_hook
+from supervisor.config import Config, ConfigError, import_jobs, load, resolve_hook
 from supervisor.pool import Pool, Slot, max_jobs_with_jitter
 from workers import policy
 from workers.connection import parse_url
@@ -78,7 +78,8 @@ class Arbiter:
         address = parse_url(config["beanstalk_url"])
         setups = {}
         for name, queue in config.queues.items():
-            hook = {k: resolve_hook(config, queue[k], f"[queue:{name}] {k}")
+            hook = {k: resolve_hook(config, queue[k], f"[queue:{name}] {k}"
+                                    if queue[k] != config[k] else f"[supervisor] {k}")
                     for k in ("post_fork", "worker_exit", "on_reconnect")}
             setups[name] = ChildSetup(address=address, user=config["user"],
                                       group=config["group"], **hook)
@@ -182,8 +183,13 @@ class Arbiter:
             log.error("reload rejected, keeping the running config: %s", exc)
             return
         if new["imports"] != self.config["imports"]:
-            log.warning("reload: `imports` changed; job modules load only at start, "
-                        "restart the master to load them")
+            try:
+                import_jobs(new)  # new modules load now; loaded ones are not re-imported
+            except ConfigError as exc:
+                log.error("reload rejected, keeping the running config: %s", exc)
+                return
+            log.warning("reload: `imports` changed: new modules are loaded, but the code of "
+                        "modules already loaded changes only with a restart of the master")
         changes = self.pool.reload(new)
         self.config, self.setups = new, setups
         policy.use(policy.from_config(new))

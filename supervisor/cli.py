@@ -35,7 +35,10 @@ def version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bbsupervise", epilog=EPILOG,
-        description="Run pools of beanstalkd job workers, per queue, from an INI config.")
+        usage="%(prog)s -c PATH [--check]\n       %(prog)s status -c PATH [--json]\n"
+              "       %(prog)s ctl -c PATH reload|stop|scale [QUEUE] +N|-N|N",
+        description="Run pools of beanstalkd job workers, per queue, from an INI config. "
+                    "`status` shows the running pool; `ctl` steers it.")
     parser.add_argument("-c", "--config", metavar="PATH", help="the INI config file")
     parser.add_argument("--check", action="store_true",
                         help="validate the config, the job imports and the server; exit")
@@ -64,8 +67,11 @@ def check(cfg: config_mod.Config) -> int:
     print(f"{cfg.path}: OK")
     print(f"jobs registered: {len(registry.names())} ({', '.join(registry.names())})")
     for q in cfg.queues.values():
-        print(f"queue {q.name}: {q.processes} processes, tube {q.tube}")
-    print(f"total: {cfg.total_processes} processes")
+        print(f"queue {q.name}: {_plural(q.processes, 'process', 'processes')}, tube {q.tube}")
+    print(f"total: {_plural(cfg.total_processes, 'process', 'processes')}")
+    if not registry.names():
+        print("warning: no job is registered: `imports` names no module with @job",
+              file=sys.stderr)
     stop = cfg["stop_timeout"]
     if stop is not None and cfg["graceful_timeout"] >= stop:
         print(f"warning: graceful_timeout ({cfg['graceful_timeout']:g} s) does not fit in "
@@ -79,6 +85,10 @@ def check(cfg: config_mod.Config) -> int:
         return ExitCode.ABNORMAL
     print(f"beanstalkd: reachable at {address[0]}:{address[1]}")
     return ExitCode.OK
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def load(path: str, imports: bool, log_file: bool = True) -> config_mod.Config:

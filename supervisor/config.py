@@ -65,6 +65,12 @@ def _read(path: str) -> configparser.ConfigParser:
         raise ConfigError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except configparser.DuplicateOptionError as exc:
+        raise ConfigError(f"{path}: [{exc.section}] {exc.option}: set twice "
+                          f"(again on line {exc.lineno})") from None
+    except configparser.DuplicateSectionError as exc:
+        raise ConfigError(f"{path}: [{exc.section}]: section appears twice "
+                          f"(again on line {exc.lineno})") from None
     except configparser.Error as exc:
         message = " ".join(str(exc).split())
         raise ConfigError(f"{path}: {message}") from None

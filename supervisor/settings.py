@@ -106,6 +106,30 @@ def parse_memory(text: str) -> int:
     return parse_int(0, 1 << 30)(text.strip().removesuffix("MiB").removesuffix("M"))
 
 
+def parse_user(text: str) -> str:
+    """an existing user name"""
+    import pwd
+
+    value = parse_str(text)
+    try:
+        pwd.getpwnam(value)
+    except KeyError:
+        raise OptionError(f"no such user {value!r} on this machine") from None
+    return value
+
+
+def parse_group(text: str) -> str:
+    """an existing group name"""
+    import grp
+
+    value = parse_str(text)
+    try:
+        grp.getgrnam(value)
+    except KeyError:
+        raise OptionError(f"no such group {value!r} on this machine") from None
+    return value
+
+
 def parse_hook(text: str) -> str:
     """``module:function``, imported by the master at start"""
     value = text.strip()
@@ -159,9 +183,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("control_socket", (GLOBAL,), parse_path, None,
            "Unix socket for `bbsupervise status` and `ctl`; default: derived from the "
            "config path under $XDG_RUNTIME_DIR or /tmp."),
-    Option("user", (GLOBAL,), parse_str, None,
+    Option("user", (GLOBAL,), parse_user, None,
            "Children drop privileges to this user after the fork (master runs as root)."),
-    Option("group", (GLOBAL,), parse_str, None,
+    Option("group", (GLOBAL,), parse_group, None,
            "Children drop privileges to this group after the fork."),
     Option("scale_queue", (GLOBAL,), parse_str, None,
            "Queue that SIGTTIN/SIGTTOU scale when there are several queues."),

@@ -15,7 +15,9 @@ PREFIX = "bbsupervise:"
 
 def master(config_path: str, state: str, queues: int, workers: int) -> str:
     extra = "" if state == "running" else f" {state}"
-    return f"{PREFIX} master [{config_path}] {queues} queues, {workers} workers{extra}"
+    q = "queue" if queues == 1 else "queues"
+    w = "worker" if workers == 1 else "workers"
+    return f"{PREFIX} master [{config_path}] {queues} {q}, {workers} {w}{extra}"
 
 
 def worker_prefix(queue: str, index: int) -> str:

@@ -72,7 +72,7 @@ def test_check_with_console_script(tmp_path: Path, beanstalkd: Beanstalkd) -> No
     path = write(tmp_path, make_config(beanstalkd.url, {"mail": 1}))
     result = run("--config", path, "--check", console_script=True)
     assert result.returncode == 0, result
-    assert "total: 1 processes" in result.stdout
+    assert "total: 1 process" in result.stdout
 
 
 # -- config errors: exit 2 and FILE: [section] key: what -------------------------

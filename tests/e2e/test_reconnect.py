@@ -569,8 +569,18 @@ def test_many_reconnects_keep_fds_and_rss_flat(
     sup = supervisor_factory(pool_config(proxy.url, processes=2))
     sup.wait_children(2, timeout=15)
 
+    pids = [child.pid for child in sup.children()]
+    rounds = [0]
+
     def reconnect_all() -> None:
+        # Each round waits until every child has logged its own reconnect:
+        # the server's watcher count alone can still include a connection
+        # that was cut but not yet closed, and a cut during a child's
+        # handshake is a failed connect, not a lost connection.
+        rounds[0] += 1
         proxy.cut()
+        wait_for(lambda: all(child_lines(sup, CONNECTED)[pid] == rounds[0] + 1
+                             for pid in pids), timeout=10, message=lambda: sup.tail())
         wait_for(lambda: proxy.active() == 2, timeout=10, message=lambda: sup.tail())
         wait_watching(server, 2)
 
@@ -589,4 +599,5 @@ def test_many_reconnects_keep_fds_and_rss_flat(
     assert set(rss_after) == set(rss_before)
     growth = {pid: (rss_after[pid] - rss_before[pid]) / MIB for pid in rss_before}
     assert all(g < 2.0 for g in growth.values()), f"RSS growth in MiB: {growth}"
-    assert all(n == 45 for n in child_lines(sup, LOST).values()), sup.tail()
+    lost = child_lines(sup, LOST)
+    assert all(lost[pid] == 45 for pid in pids), (dict(lost), sup.tail())

@@ -210,8 +210,8 @@ def test_bad_section_is_a_one_line_error(write: Write, text: str, expected: str)
 
 @pytest.mark.parametrize("text, expected", [
     ("processes = 1\n", "no section headers"),
-    ("[supervisor]\nlog_level = info\nlog_level = debug\n[queue:a]\n", "already exists"),
-    ("[queue:a]\n[queue:a]\n", "already exists"),
+    ("[supervisor]\nlog_level = info\nlog_level = debug\n[queue:a]\n", "[supervisor] log_level: set twice"),
+    ("[queue:a]\n[queue:a]\n", "[queue:a]: section appears twice"),
 ], ids=["no-header", "duplicate-key", "duplicate-section"])
 def test_malformed_ini_is_a_one_line_error(write: Write, text: str, expected: str) -> None:
     path = write(text)
