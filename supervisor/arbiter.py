@@ -14,9 +14,8 @@ import signal
 import time
 from typing import Any, Callable
 
-import psutil
-
-from supervisor import backoff, control, logconfig, notify, pidfile, signals, titles, watchdog
+from supervisor import (backoff, control, logconfig, notify, pidfile, report, signals,
+                        titles, watchdog)
 from supervisor.children import EXIT_RECYCLE, Child, ChildSetup, spawn
 from supervisor.config import Config, ConfigError, import_jobs, load, resolve_hook
 from supervisor.pool import Pool, Slot, max_jobs_with_jitter
@@ -51,9 +50,7 @@ class Arbiter:
         self.pool = Pool(config)
         self.state = State.RUNNING
         self.children: dict[int, Child] = {}
-        self.policies: dict[Slot, backoff.RestartPolicy] = {}
-        self.not_before: dict[Slot, float] = {}
-        self.failing: set[str] = set()
+        self.brake = backoff.CrashBrake()
         self.drain_deadline = 0.0
         self.exit_code = ExitCode.OK
         self.crashes = CrashTable()
@@ -142,7 +139,7 @@ class Arbiter:
 
     def sleep_time(self) -> float:
         now = time.monotonic()
-        wake = [now + TICK, *self.not_before.values()]
+        wake = [now + TICK, *self.brake.not_before.values()]
         if self.state is State.DRAINING:
             wake.append(self.drain_deadline)
         hung_at = watchdog.next_deadline(self.children.values())
@@ -276,24 +273,13 @@ class Arbiter:
             self.record_failure(child.slot)
 
     def record_failure(self, slot: Slot) -> None:
-        now = time.monotonic()
-        policy_ = self.policies.setdefault(slot, backoff.RestartPolicy())
-        policy_.record_failure(now)
-        delay = policy_.delay(now)
-        if delay > 0:
-            self.not_before[slot] = now + delay
-            log.warning("worker %s keeps dying: restarting in %.1f s", slot, delay)
-        if policy_.failing(now) and slot.queue not in self.failing:
-            self.failing.add(slot.queue)
-            log.error("queue %s is failing: worker %s died %d times in %.0f s; restarts "
-                      "back off up to %.0f s", slot.queue, slot, len(policy_.failures),
-                      backoff.FAILURE_WINDOW, backoff.MAX_DELAY)
+        if self.brake.record(slot, time.monotonic()):
             self.update_title()
             self.check_all_failing()
 
     def check_all_failing(self) -> None:
         active = {q for q, n in self.pool.counts.items() if n > 0}
-        if active and active <= self.failing and self.state is State.RUNNING:
+        if active and active <= self.brake.failing and self.state is State.RUNNING:
             log.error("every queue is failing (%s): stopping", ", ".join(sorted(active)))
             self.exit_code = ExitCode.ABNORMAL
             self.stop_graceful()
@@ -311,8 +297,7 @@ class Arbiter:
                 child.stop("surplus")
         now = time.monotonic()
         for slot in sorted(wanted - filled):
-            if self.not_before.get(slot, 0.0) <= now:
-                self.not_before.pop(slot, None)
+            if self.brake.may_start(slot, now):
                 self.spawn_child(slot)
         self.roll_generations()
         self.forget_recovered(now)
@@ -331,11 +316,8 @@ class Arbiter:
                 min(old, key=lambda c: c.slot).stop("reload")
 
     def forget_recovered(self, now: float) -> None:
-        for queue in list(self.failing):
-            if not any(p.failing(now) for s, p in self.policies.items() if s.queue == queue):
-                self.failing.discard(queue)
-                log.info("queue %s recovered", queue)
-                self.update_title()
+        if self.brake.failing and self.brake.recovered(now):
+            self.update_title()
 
     def spawn_child(self, slot: Slot) -> None:
         queue = self.pool.queue(slot.queue)
@@ -388,8 +370,8 @@ class Arbiter:
 
     def update_title(self) -> None:
         state = self.state.value
-        if self.failing:
-            state += " failing: " + ",".join(sorted(self.failing))
+        if self.brake.failing:
+            state += " failing: " + ",".join(sorted(self.brake.failing))
         titles.set_title(titles.master(self.config.path, state, len(self.pool.counts),
                                        self.pool.total()))
 
@@ -416,33 +398,5 @@ class Arbiter:
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     def status(self) -> dict[str, Any]:
-        now = time.monotonic()
-        return {
-            "master": {"pid": os.getpid(), "state": self.state.value,
-                       "config": self.config.path, "uptime": now - self.started_at,
-                       "rss": _rss(os.getpid()), "failing": sorted(self.failing),
-                       "beanstalk_url": self.config["beanstalk_url"]},
-            "queues": {q: {"processes": n, "tube": self.pool.queue(q).tube}
-                       for q, n in self.pool.counts.items()},
-            "children": [_child_status(c, now) for c in
-                         sorted(self.children.values(), key=lambda c: c.slot)],
-        }
-
-
-def _rss(pid: int) -> int:
-    try:
-        return int(psutil.Process(pid).memory_info().rss)
-    except psutil.Error:
-        return 0
-
-
-def _child_status(child: Child, now: float) -> dict[str, Any]:
-    snap = child.state.read()
-    state = snap.state.name.lower()
-    if child.stopping:
-        state = "draining"
-    return {"queue": child.slot.queue, "slot": child.slot.index, "pid": child.pid,
-            "state": state, "job_id": snap.job_id or None,
-            "busy_seconds": now - snap.job_started if snap.state is WorkerState.BUSY else None,
-            "jobs_done": snap.jobs_done, "rss": _rss(child.pid),
-            "uptime": now - child.started_at}
+        return report.pool_status(self.config, self.state.value, self.started_at,
+                                  sorted(self.brake.failing), self.pool, self.children.values())
