@@ -5,8 +5,9 @@
     bbsupervise ctl -c PATH reload|stop|scale [QUEUE] +N|-N|N
 
 Exit codes (also in the README): 0 clean stop, 2 usage or config error,
-1 abnormal end (every queue failing, cannot start, no master for ctl/status,
-beanstalkd unreachable for --check).
+1 abnormal end (every queue failing, cannot start, no master for ctl/status).
+``--check`` with beanstalkd unreachable prints a warning and exits 0: the pool
+would start and wait for the server.
 """
 from __future__ import annotations
 
@@ -81,8 +82,11 @@ def check(cfg: config_mod.Config) -> int:
     try:
         connection.close_quietly(connection.open_client(address, reply_timeout=3.0))
     except OSError as exc:
-        print(f"beanstalkd: UNREACHABLE at {address[0]}:{address[1]}: {exc}", file=sys.stderr)
-        return ExitCode.ABNORMAL
+        # Not a config error: the pool starts anyway and its workers connect
+        # when the server comes up (so a deploy need not wait for beanstalkd).
+        print(f"warning: beanstalkd: UNREACHABLE at {address[0]}:{address[1]}: {exc}; "
+              "workers will wait for it and connect when it is up", file=sys.stderr)
+        return ExitCode.OK
     print(f"beanstalkd: reachable at {address[0]}:{address[1]}")
     return ExitCode.OK
 

@@ -448,9 +448,11 @@ def test_check_reports_unreachable_server(beanstalkd_factory: Any, tmp_path: Pat
     server.stop()
     down = run_check(config)
 
-    # Then --check says UNREACHABLE with the address and exits 1
-    assert down.returncode == 1, down
-    assert f"UNREACHABLE at 127.0.0.1:{server.port}" in down.stderr, down
+    # Then --check warns UNREACHABLE with the address; the config itself is
+    # valid and the pool would start and wait, so it still exits 0
+    assert down.returncode == 0, down
+    assert f"warning: beanstalkd: UNREACHABLE at 127.0.0.1:{server.port}" in down.stderr, down
+    assert "will wait" in down.stderr, down
 
 
 # --------------------------------------------------------------------------
