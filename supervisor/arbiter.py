@@ -109,15 +109,28 @@ class Arbiter:
         self.sigq = signals.SignalQueue()
         if self.config["pidfile"]:
             pidfile.write(self.config["pidfile"])
-        self.server = control.ControlServer(control.socket_path(self.config), self.handle)
+        self.server = self.open_control_socket()
         log.info("master started: %d queues, %d workers, beanstalkd at %s:%d, config %s",
                  len(self.pool.counts), self.pool.total(), *self.address,
                  self.config.path)
         self.update_title()
 
+    def open_control_socket(self) -> control.ControlServer | None:
+        """The socket for status/ctl. A second master on the same socket is refused;
+        any other failure only costs status/ctl, so the pool runs without it."""
+        path = control.socket_path(self.config)
+        try:
+            return control.ControlServer(path, self.handle)
+        except control.SocketInUse:
+            raise
+        except OSError as exc:
+            log.warning("no control socket at %s (%s): `status` and `ctl` will not reach "
+                        "this master; signals still work", path, exc)
+            return None
+
     def step(self) -> None:
         """One turn of the loop."""
-        assert self.sigq is not None and self.server is not None
+        assert self.sigq is not None
         self.reap_children()
         self.collect_lost()
         self.reconcile()
@@ -125,10 +138,11 @@ class Arbiter:
         self.check_ready()
         if self.state is State.EXITED:
             return
-        sigs, ready = self.sigq.wait(self.sleep_time(), [self.server.fileno()])
+        fds = [self.server.fileno()] if self.server is not None else []
+        sigs, ready = self.sigq.wait(self.sleep_time(), fds)
         for signum in sigs:
             self.dispatch[signum]()
-        if ready:
+        if ready and self.server is not None:
             self.server.serve_ready()
 
     def shut(self) -> None:
@@ -327,10 +341,10 @@ class Arbiter:
                           max_jobs=max_jobs_with_jitter(queue["max_jobs_per_child"]),
                           reply_timeout=self.config["socket_timeout"],
                           on_reconnect=setup.on_reconnect)
-        assert self.sigq is not None and self.server is not None
+        assert self.sigq is not None
         child = spawn(spec, self.sigq, self.crashes, setup,
                       generation=self.pool.generation[slot.queue],
-                      close_fds=(self.server.fileno(),))
+                      close_fds=(self.server.fileno(),) if self.server is not None else ())
         self.children[child.pid] = child
         log.info("spawned worker %s pid=%d", slot, child.pid)
 

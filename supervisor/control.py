@@ -33,6 +33,10 @@ def socket_path(config: Any) -> str:
     return config["control_socket"] or default_path(config.path)
 
 
+class SocketInUse(OSError):
+    """Another master answers on this control socket."""
+
+
 class ControlServer:
     """Accepts one request per connection and answers it through ``handle``."""
 
@@ -43,6 +47,9 @@ class ControlServer:
         old = os.umask(0o177)
         try:
             self.sock.bind(path)
+        except OSError:
+            self.sock.close()
+            raise
         finally:
             os.umask(old)
         self.sock.listen(16)
@@ -61,8 +68,8 @@ class ControlServer:
             return
         finally:
             probe.close()
-        raise OSError(f"control socket {self.path} is in use: is another master running "
-                      "with this config?")
+        raise SocketInUse(f"control socket {self.path} is in use: is another master running "
+                          "with this config?")
 
     def fileno(self) -> int:
         return self.sock.fileno()
