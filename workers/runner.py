@@ -34,9 +34,8 @@ RESERVE_TIMEOUT = 5
 def reserve_timeout(reply_timeout: float) -> int:
     """Half the socket timeout, so a live server always answers before it expires."""
     return max(1, min(RESERVE_TIMEOUT, int(reply_timeout / 2)))
-# A job still running after this long gets its real TTR looked up (one
-# stats-job), so that short jobs never pay that round trip.
-TTR_PROBE_DELAY = 0.5
+
+
 # Exit status of a child that stops after max_jobs_per_child: the master logs
 # it as a recycle, not a crash (os.EX_TEMPFAIL).
 EXIT_RECYCLE = 75
@@ -78,6 +77,7 @@ class Runner:
         self.master_pid = os.getppid()  # called in the child, after the fork
         self.reserve_timeout = reserve_timeout(spec.reply_timeout)
         self.connections = 0
+        self.reopen_logs = False  # set by SIGUSR1, acted on in the loop
         self.lost_here: set[int] = set()
         self.pending_reserve = False  # a reserve went out with the last delete
 
@@ -91,8 +91,6 @@ class Runner:
         signal.signal(signal.SIGUSR1, self._on_usr1)
         for sig in (signal.SIGHUP, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(sig, signal.SIG_IGN)
-
-    reopen_logs = False
 
     def _on_usr1(self, signum: int, frame: FrameType | None) -> None:
         self.reopen_logs = True  # acted on in the loop, never inside a log write
