@@ -98,32 +98,42 @@ class JobFunction:
         return f"<job {self.spec.name}>"
 
 
-def _class_perform(cls: type) -> Callable[..., Any]:
-    """``cls.perform`` as a callable of the job's args (backburner's class style)."""
-    raw = inspect.getattr_static(cls, "perform", None)
+def _class_method(cls: type, name: str) -> Callable[..., Any] | None:
+    """``cls.<name>`` as a plain callable (backburner's class style).
+
+    A staticmethod or classmethod is used as it is; a plain method gets a
+    fresh instance per call, so ``def perform(self, *args)`` and
+    ``def on_failure(self, exc, *args)`` both work.
+    """
+    raw = inspect.getattr_static(cls, name, None)
     if raw is None:
-        raise TypeError(f"job class {cls.__qualname__} has no perform() method")
+        return None
     if isinstance(raw, (staticmethod, classmethod)):
-        return getattr(cls, "perform")  # type: ignore[no-any-return]
+        return getattr(cls, name)  # type: ignore[no-any-return]
+    if not callable(raw):
+        return None
 
-    def perform(*args: Any) -> Any:
-        return cls().perform(*args)
+    def call(*args: Any) -> Any:
+        return getattr(cls(), name)(*args)
 
-    perform.__qualname__ = f"{cls.__qualname__}.perform"
-    perform.__module__ = cls.__module__
-    perform.__self__ = cls  # type: ignore[attr-defined]  # for _origin
-    return perform
+    call.__qualname__ = f"{cls.__qualname__}.{name}"
+    call.__module__ = cls.__module__
+    call.__self__ = cls  # type: ignore[attr-defined]  # for _origin
+    return call
 
 
 def _class_spec(cls: type, name: str | None, settings: dict[str, Any]) -> JobSpec:
     for key in SETTING_NAMES:
         if key not in settings and getattr(cls, key, None) is not None:
             settings[key] = getattr(cls, key)
+    perform = _class_method(cls, "perform")
+    if perform is None:
+        raise TypeError(f"job class {cls.__qualname__} has no perform() method")
     spec = JobSpec(name=name or getattr(cls, "name", None) or f"{cls.__module__}.{cls.__qualname__}",
-                   perform=_class_perform(cls), **settings)
+                   perform=perform, **settings)
     for point in HOOK_NAMES:
-        fn = getattr(cls, point, None)
-        if callable(fn):
+        fn = _class_method(cls, point)
+        if fn is not None:
             spec.add_hook(point, fn)
     return spec
 
