@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import select
 import socket
 from typing import Iterable
 from urllib.parse import urlsplit
@@ -140,6 +141,21 @@ def send_delete_and_reserve(client: greenstalk.Client[bytes], job_id: int,
 def read_deleted(client: greenstalk.Client[bytes]) -> None:
     """The reply to the pipelined delete; raises NotFoundError like ``delete``."""
     greenstalk._parse_response(client._reader.readline(), b"DELETED")
+
+
+def reply_waiting(client: greenstalk.Client[bytes]) -> bool:
+    """Whether a reply is already here (in the kernel or in the reader's buffer),
+    without waiting for one."""
+    sock = client._sock
+    if select.select([sock], [], [], 0)[0]:
+        return True
+    sock.setblocking(False)  # so that peek() returns what is buffered, never waits
+    try:
+        return bool(client._reader.peek(1))
+    except (BlockingIOError, InterruptedError):
+        return False
+    finally:
+        sock.setblocking(True)
 
 
 def read_reserved(client: greenstalk.Client[bytes]) -> greenstalk.Job[bytes]:

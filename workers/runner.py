@@ -109,7 +109,7 @@ class Runner:
         probe = ProbeThread(self.performer)
         probe.start()
         try:
-            while not self.stopping:
+            while not self.stopping or self.pending_reserve:
                 job = self.reserve()
                 if self.reopen_logs:
                     self.reopen_logs = False
@@ -136,11 +136,16 @@ class Runner:
         assert self.client is not None
         self.interruptible = True
         try:
-            if self.stopping:
-                return None
             if self.pending_reserve:  # sent with the last delete
                 self.pending_reserve = False
+                if self.stopping and not connection.reply_waiting(self.client):
+                    return None
+                # A job that came with it is in hand: run it even when
+                # stopping. Left unrun, its reservation would still count
+                # as one of its attempts.
                 return connection.read_reserved(self.client)
+            if self.stopping:
+                return None
             return self.client.reserve(self.reserve_timeout)
         except (greenstalk.TimedOutError, greenstalk.DeadlineSoonError):
             self.check_parent()
