@@ -27,6 +27,9 @@ from workers.scoreboard import CrashTable, WorkerState
 log = logging.getLogger(__name__)
 
 TICK = 1.0  # longest sleep: heartbeats, RSS and readiness need no finer grain
+# Forks per loop turn: a big scale-up still reaps, reads signals and answers
+# the control socket between batches.
+SPAWN_BATCH = 16
 
 
 class State(enum.Enum):
@@ -51,10 +54,11 @@ class Arbiter:
         self.state = State.RUNNING
         self.children: dict[int, Child] = {}
         self.brake = backoff.CrashBrake()
+        self.more_to_spawn = False
         self.drain_deadline = 0.0
         self.exit_code = ExitCode.OK
         self.crashes = CrashTable()
-        self.memory_clock = watchdog.MemoryClock()
+        self.throttle = watchdog.Throttle()
         self.started_at = time.monotonic()
         self.ready_notified = False
         self.sigq: signals.SignalQueue | None = None
@@ -152,6 +156,8 @@ class Arbiter:
             pidfile.remove(self.config["pidfile"])
 
     def sleep_time(self) -> float:
+        if self.more_to_spawn:
+            return 0.0
         now = time.monotonic()
         wake = [now + TICK, *self.brake.not_before.values()]
         if self.state is State.DRAINING:
@@ -300,6 +306,7 @@ class Arbiter:
 
     def reconcile(self) -> None:
         """Refill empty slots, stop surplus children, roll reloaded queues."""
+        self.more_to_spawn = False
         if self.state is not State.RUNNING:
             if not self.children:
                 self.state = State.EXITED
@@ -310,9 +317,14 @@ class Arbiter:
             if child.slot not in wanted:
                 child.stop("surplus")
         now = time.monotonic()
+        spawned = 0
         for slot in sorted(wanted - filled):
+            if spawned >= SPAWN_BATCH:
+                self.more_to_spawn = True  # the loop comes back at once
+                break
             if self.brake.may_start(slot, now):
                 self.spawn_child(slot)
+                spawned += 1
         self.roll_generations()
         self.forget_recovered(now)
 
@@ -360,16 +372,28 @@ class Arbiter:
                 # sibling may reserve the job before this child is reaped.
                 self.crashes.add(snap.job_id)
             verdict.child.kill_group(verdict.reason)
-        if self.state is State.RUNNING and self.memory_clock.due(now):
+        if self.state is State.RUNNING and self.throttle.due(now):
             limits = {q: self.pool.queue(q)["max_memory_per_child"] for q in self.pool.counts}
             for verdict in watchdog.oversized(self.children.values(), limits):
                 log.warning("worker %s pid=%d %s", verdict.child.slot, verdict.child.pid,
                             verdict.reason)
                 verdict.child.stop("memory")
+        if self.throttle.due(now, "nudge"):
+            self.nudge_stopping(now)
         if self.state is State.DRAINING and now >= self.drain_deadline:
             log.warning("graceful_timeout expired: killing %d workers still busy",
                         len(self.children))
             self.stop_now()
+
+    def nudge_stopping(self, now: float) -> None:
+        """TERM again, once a second, a child asked to stop that sits idle: a
+        job may have swallowed the first TERM with a handler of its own."""
+        for child in self.children.values():
+            if child.stop_reason and not child.killed and now - child.stop_sent > 1.0:
+                state = child.state.read().state
+                if state in (WorkerState.IDLE, WorkerState.CONNECTING):
+                    child.stop_sent = now
+                    child.send(signal.SIGTERM)
 
     def check_ready(self) -> None:
         """Tell systemd READY=1 once every slot has a connected child."""
@@ -398,6 +422,8 @@ class Arbiter:
         try:
             if cmd == "status":
                 return {"ok": True, **self.status()}
+            if cmd in ("reload", "scale") and self.state is not State.RUNNING:
+                return {"ok": False, "error": f"master is {self.state.value}: {cmd} refused"}
             if cmd == "reload":
                 self.reload()
                 return {"ok": True, "done": "reload requested"}

@@ -40,6 +40,7 @@ class Child:
     started_at: float = field(default_factory=time.monotonic)
     stop_reason: str = ""    # why the master asked it to stop; "" = it was not
     killed: str = ""         # why the master SIGKILLed it; "" = it did not
+    stop_sent: float = 0.0   # when the last TERM was sent (monotonic)
 
     @property
     def stopping(self) -> bool:
@@ -49,6 +50,7 @@ class Child:
         """Ask the child to finish its job and exit (SIGTERM), once."""
         if not self.stopping:
             self.stop_reason = reason
+            self.stop_sent = time.monotonic()
             self.send(signal.SIGTERM)
 
     def send(self, sig: int) -> None:

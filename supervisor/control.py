@@ -19,7 +19,8 @@ from typing import Any, Callable
 log = logging.getLogger(__name__)
 
 CLIENT_TIMEOUT = 0.5
-MAX_REQUEST = 64 * 1024
+MAX_REQUEST = 64 * 1024        # what the master reads from a client
+MAX_REPLY = 64 * 1024 * 1024   # what a client reads (a status of 1,000s of workers)
 
 
 def default_path(config_path: str) -> str:
@@ -106,16 +107,18 @@ class ControlServer:
             pass
 
 
-def _read_line(conn: socket.socket) -> bytes:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(4096)
+def _read_line(conn: socket.socket, limit: int = MAX_REQUEST) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while not chunks or not chunks[-1].endswith(b"\n"):
+        chunk = conn.recv(65536)
         if not chunk:
             break
-        data += chunk
-        if len(data) > MAX_REQUEST:
-            raise ValueError("request too long")
-    return data
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise ValueError("message too long")
+    return b"".join(chunks)
 
 
 def request(path: str, payload: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
@@ -124,7 +127,11 @@ def request(path: str, payload: dict[str, Any], timeout: float = 5.0) -> dict[st
         sock.settimeout(timeout)
         sock.connect(path)
         sock.sendall(json.dumps(payload).encode() + b"\n")
-        reply = json.loads(_read_line(sock) or b"{}")
+        try:
+            reply = json.loads(_read_line(sock, MAX_REPLY) or b"{}")
+        except TimeoutError:
+            raise TimeoutError(f"no reply from the master within {timeout:g} s; it may "
+                               "still carry the request out") from None
     if not isinstance(reply, dict):
         raise ValueError("bad reply from master")
     return reply

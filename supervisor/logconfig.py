@@ -76,6 +76,7 @@ def _refresh_fast_path() -> None:
 def setup(level: str, log_file: str | None = None) -> None:
     """Configure the root logger once, in the master, before any fork."""
     logging._srcfile = None  # skip the frame walk per record
+    logging.raiseExceptions = False  # a log that cannot be written never kills or floods
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

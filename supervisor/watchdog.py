@@ -24,7 +24,7 @@ from workers.runner import reserve_timeout
 from workers.scoreboard import WorkerState
 
 HUNG_GRACE = 0.25
-MEMORY_INTERVAL = 1.0
+CHECK_INTERVAL = 1.0
 MIB = 1024 * 1024
 
 
@@ -81,15 +81,15 @@ def oversized(children: Iterable[Child], limit_mib: dict[str, int]) -> list[Verd
     return verdicts
 
 
-class MemoryClock:
-    """Rate-limits the RSS poll to once per ``MEMORY_INTERVAL``."""
+class Throttle:
+    """Rate-limits periodic checks (the RSS poll, ...) to once per ``CHECK_INTERVAL``."""
 
     def __init__(self) -> None:
-        self.last = 0.0
+        self.last: dict[str, float] = {}
 
-    def due(self, now: float | None = None) -> bool:
+    def due(self, now: float | None = None, what: str = "memory") -> bool:
         now = time.monotonic() if now is None else now
-        if now - self.last >= MEMORY_INTERVAL:
-            self.last = now
+        if now - self.last.get(what, 0.0) >= CHECK_INTERVAL:
+            self.last[what] = now
             return True
         return False

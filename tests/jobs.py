@@ -188,3 +188,15 @@ def exit_zero(path: str) -> None:
     """Record the attempt, then leave the worker with status 0 mid-job."""
     _append(path, f"attempt {os.getpid()}")
     os._exit(0)
+
+
+@job(queue="default-q")
+def swallow_term(path: str, release_path: str) -> None:
+    """Install a SIGTERM handler of its own (a library might), then wait for
+    the test's go-ahead: a drain's TERM lands here and is swallowed."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: _append(path, "swallowed"))
+    _append(path, f"start {os.getpid()}")
+    deadline = time.monotonic() + 30
+    while not os.path.exists(release_path) and time.monotonic() < deadline:
+        time.sleep(0.01)  # sync-ok: the job polls for the test's go-ahead file
+    _append(path, f"end {os.getpid()}")

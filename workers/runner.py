@@ -7,6 +7,7 @@ or buries, keeping the job's own priority.
 """
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # the C module behind signal
 import logging
 import os
 import signal
@@ -80,17 +81,32 @@ class Runner:
         self.reopen_logs = False  # set by SIGUSR1, acted on in the loop
         self.lost_here: set[int] = set()
         self.pending_reserve = False  # a reserve went out with the last delete
+        self.handlers: dict[int, Any] = {}
 
     # -- signals -----------------------------------------------------------
     def install_signals(self) -> None:
         """Child handlers; TERM while idle leaves at once, while busy after the job."""
-        signal.signal(signal.SIGTERM, self._on_term)
-        signal.signal(signal.SIGINT, self._on_term)
-        signal.signal(signal.SIGQUIT, lambda s, f: os._exit(0))
-        signal.signal(signal.SIGALRM, self.performer.on_alarm)
-        signal.signal(signal.SIGUSR1, self._on_usr1)
+        self.handlers = {signal.SIGTERM: self._on_term, signal.SIGINT: self._on_term,
+                         signal.SIGQUIT: self._on_quit, signal.SIGALRM: self.performer.on_alarm,
+                         signal.SIGUSR1: self._on_usr1}
+        for sig, handler in self.handlers.items():
+            signal.signal(sig, handler)
         for sig in (signal.SIGHUP, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(sig, signal.SIG_IGN)
+
+    def restore_signals(self) -> None:
+        """Put back handlers a job replaced: a job's own SIGTERM handler would
+        otherwise keep this worker taking jobs through a drain."""
+        for sig, handler in self.handlers.items():
+            # _signal.getsignal: signal.getsignal's enum conversion costs ~3 us
+            if _signal.getsignal(sig) is not handler:
+                log.warning("a job replaced the %s handler; restoring it",
+                            signal.Signals(sig).name)
+                signal.signal(sig, handler)
+
+    @staticmethod
+    def _on_quit(signum: int, frame: FrameType | None) -> None:
+        os._exit(0)
 
     def _on_usr1(self, signum: int, frame: FrameType | None) -> None:
         self.reopen_logs = True  # acted on in the loop, never inside a log write
@@ -248,6 +264,7 @@ class Runner:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("job %s id=%d started", name, job.id)
         failure = self.performer.perform(job, spec, args, started)
+        self.restore_signals()
         if failure is None:
             self.outcomes.succeeded(job, name, started)
         else:
