@@ -105,13 +105,15 @@ class Outcomes:
         return True
 
     def failed(self, job: greenstalk.Job[bytes], spec: JobSpec, args: list[Any],
-               settings: policy.Resolved, failure: Failure, started: float) -> None:
-        """Release with back-off while retries remain, else bury; then the hooks."""
+               settings: policy.Resolved, failure: Failure, started: float) -> bool:
+        """Release with back-off while retries remain, else bury; then the hooks.
+
+        False when the reservation was lost, so the attempt is still to count."""
         ran = _ms(started)
         stats = self._stats(job.id)
         if stats is None:
             self._lost(job, spec, failure, ran)
-            return
+            return False
         attempt = int(stats["reserves"])
         limit = settings.max_job_retries + 1
         if attempt < limit:
@@ -133,6 +135,7 @@ class Outcomes:
         if failure.exc is not None and not isinstance(failure.exc, JobTimeout):
             log.debug("job %s id=%d traceback", spec.name, job.id, exc_info=failure.exc)
         self._failure_hooks(job, spec, args, failure)
+        return done
 
     def _lost(self, job: greenstalk.Job[bytes], spec: JobSpec, failure: Failure,
               ran: float) -> None:

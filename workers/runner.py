@@ -257,8 +257,10 @@ class Runner:
         # step in even if this job blocks SIGALRM before the TTR probe runs;
         # the probe replaces it with the job's real TTR.
         self.slot.busy(job.id, started, started + settings.ttr - 1 if settings.ttr > 1 else 0.0)
-        if (job.id in self.crashes or job.id in self.lost_here) \
+        held_before = self.crashes.claim(job.id)
+        if (held_before or job.id in self.crashes or job.id in self.lost_here) \
                 and self.outcomes.exhausted_by_crashes(job, name, settings):
+            self.crashes.unclaim(job.id)
             return self.finish(started)
         self.set_title(f"busy {name} #{job.id}")
         if log.isEnabledFor(logging.DEBUG):
@@ -266,9 +268,14 @@ class Runner:
         failure = self.performer.perform(job, spec, args, started)
         self.restore_signals()
         if failure is None:
+            # Succeeded: even if the delete was lost (it runs again, at least
+            # once), this was no failed attempt.
             self.outcomes.succeeded(job, name, started)
-        else:
-            self.outcomes.failed(job, spec, args, settings, failure, started)
+            self.crashes.unclaim(job.id)
+        elif self.outcomes.failed(job, spec, args, settings, failure, started):
+            self.crashes.unclaim(job.id)
+        # else: a failure whose reservation was lost stays marked, so the
+        # next holder counts it
         self.finish(started)
 
     def wants_next_job(self) -> bool:

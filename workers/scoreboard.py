@@ -104,12 +104,36 @@ class CrashTable:
     """
 
     CAPACITY = 512
+    BUCKETS = 16384  # in-flight marks, by job id modulo this (ids are sequential)
     _HEAD = struct.Struct("=Q")
+    _MARK = struct.Struct("=Q")
 
     def __init__(self) -> None:
-        self._mm = mmap.mmap(-1, 8 + 8 * self.CAPACITY)
+        self._ring_size = 8 + 8 * self.CAPACITY
+        self._mm = mmap.mmap(-1, self._ring_size + 8 * self.BUCKETS)
         self._seen_generation = 0
         self._ids: frozenset[int] = frozenset()
+
+    # The in-flight marks close the race the ring cannot: when a worker dies
+    # holding job N, beanstalkd makes N ready at once and an idle sibling
+    # may reserve it before the master has even reaped the dead worker. A
+    # worker marks N when it starts it and unmarks it when it is done with
+    # it; finding its own job already marked means the last holder never
+    # finished. One 8-byte read and write per job; a rare collision only
+    # loses a mark (the ring still catches the crash when the master reaps).
+
+    def claim(self, job_id: int) -> bool:
+        """Mark ``job_id`` in flight; True if it already was (its holder never finished)."""
+        offset = self._ring_size + 8 * (job_id % self.BUCKETS)
+        (held,) = self._MARK.unpack_from(self._mm, offset)
+        self._MARK.pack_into(self._mm, offset, job_id)
+        return bool(held == job_id)
+
+    def unclaim(self, job_id: int) -> None:
+        offset = self._ring_size + 8 * (job_id % self.BUCKETS)
+        (held,) = self._MARK.unpack_from(self._mm, offset)
+        if held == job_id:
+            self._MARK.pack_into(self._mm, offset, 0)
 
     def add(self, job_id: int) -> None:
         """Master side: remember that ``job_id`` lost its worker."""
