@@ -68,7 +68,7 @@ class Arbiter:
             signal.SIGTERM: self.stop_graceful, signal.SIGINT: self.stop_graceful,
             signal.SIGQUIT: self.stop_now, signal.SIGCHLD: lambda: None,
             signal.SIGHUP: self.reload, signal.SIGUSR1: self.reopen_logs,
-            signal.SIGUSR2: lambda: None,  # a child reported a lost job: collect_lost()
+            signal.SIGUSR2: lambda: log.info("SIGUSR2 received; ignored"),
             signal.SIGTTIN: lambda: self.scale_by_signal("+1"),
             signal.SIGTTOU: lambda: self.scale_by_signal("-1"),
         }
@@ -136,7 +136,6 @@ class Arbiter:
         """One turn of the loop."""
         assert self.sigq is not None
         self.reap_children()
-        self.collect_lost()
         self.reconcile()
         self.watch()
         self.check_ready()
@@ -261,18 +260,8 @@ class Arbiter:
             if child is not None:
                 self.child_exited(child, status)
 
-    def collect_lost(self) -> None:
-        """Jobs whose failed attempt went uncounted (reservation lost) -> crash table."""
-        for child in self.children.values():
-            job_id = child.state.take_lost()
-            if job_id:
-                self.crashes.add(job_id)
-
     def child_exited(self, child: Child, status: int) -> None:
         snap = child.state.read()
-        lost = child.state.take_lost()
-        if lost:
-            self.crashes.add(lost)
         child.state.close()
         held = snap.job_id if snap.state is WorkerState.BUSY else 0
         how = backoff.describe_status(status)

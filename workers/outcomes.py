@@ -141,14 +141,13 @@ class Outcomes:
               ran: float) -> None:
         """A failed job whose reservation is gone: beanstalkd will hand it out again.
 
-        This attempt cannot be counted by a release or bury, so the master is
-        told (crash table): the next worker to reserve the job checks its
-        ``reserves`` first and buries it once its attempts are used up.
+        This attempt cannot be counted by a release or bury; the job's
+        in-flight mark stays (see the runner), so the next worker to reserve
+        it checks its ``reserves`` first and buries it once they are used up.
         """
         log.error("job %s id=%d failed after %.1f ms, and its reservation was lost "
                   "(beanstalkd will hand it out again; this attempt counts): %s",
                   spec.name, job.id, ran, failure.reason)
-        self.runner.report_lost(job.id)
 
     def _failure_hooks(self, job: greenstalk.Job[bytes], spec: JobSpec, args: list[Any],
                        failure: Failure) -> None:

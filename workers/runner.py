@@ -79,7 +79,6 @@ class Runner:
         self.reserve_timeout = reserve_timeout(spec.reply_timeout)
         self.connections = 0
         self.reopen_logs = False  # set by SIGUSR1, acted on in the loop
-        self.lost_here: set[int] = set()
         self.pending_reserve = False  # a reserve went out with the last delete
         self.handlers: dict[int, Any] = {}
 
@@ -218,21 +217,6 @@ class Runner:
         except Exception as exc:  # noqa: BLE001 - user hook must not kill the worker
             log.error("on_reconnect hook failed: %s: %s", type(exc).__name__, exc)
 
-    def report_lost(self, job_id: int) -> None:
-        """Tell the master (state slot, then a wake-up signal) to count this attempt.
-
-        This worker may reserve the job again before the master has put it in
-        the crash table, so it also remembers the id itself.
-        """
-        if len(self.lost_here) > 1000:
-            self.lost_here.clear()
-        self.lost_here.add(job_id)
-        self.slot.report_lost(job_id)
-        try:
-            os.kill(self.master_pid, signal.SIGUSR2)
-        except OSError:
-            pass
-
     def lost(self, exc: BaseException) -> None:
         """Throw the client away; the next reserve reconnects."""
         log.warning("connection to beanstalkd lost: %s: %s", type(exc).__name__, exc)
@@ -258,7 +242,7 @@ class Runner:
         # the probe replaces it with the job's real TTR.
         self.slot.busy(job.id, started, started + settings.ttr - 1 if settings.ttr > 1 else 0.0)
         held_before = self.crashes.claim(job.id)
-        if (held_before or job.id in self.crashes or job.id in self.lost_here) \
+        if (held_before or job.id in self.crashes) \
                 and self.outcomes.exhausted_by_crashes(job, name, settings):
             self.crashes.unclaim(job.id)
             return self.finish(started)

@@ -4,9 +4,10 @@ Each child has a :class:`StateSlot` (an anonymous shared mapping made by the
 master before the fork) where it writes what it is doing: one
 ``pack_into`` per state change, cheap enough for the job hot path. The
 master reads it to name the job a dead child held, to spot hung workers and
-for ``status``. :class:`CrashTable` goes the other way: the master records
-the ids of jobs whose worker died with them, so that the next worker to
-reserve such a job knows to count that failed attempt (beanstalkd counts
+for ``status``. :class:`CrashTable` is shared by all: the master records
+the ids of jobs whose worker died with them, and every worker marks the
+job it runs in flight, so that the next worker to reserve a job whose last
+holder failed without counting it checks that attempt (beanstalkd counts
 it in ``reserves`` only; see shared/beanstalkd.md section 1).
 """
 from __future__ import annotations
@@ -30,10 +31,6 @@ class WorkerState(enum.IntEnum):
 # jobs done, heartbeat (monotonic). CLOCK_MONOTONIC is one clock for every
 # process on the host, so the master can compare these with its own time.
 _SLOT = struct.Struct("=Q Q d d Q d")
-# After it, apart from the hot-path fields: (sequence, job id) of the last
-# job whose reservation this child lost while failing it, for the master to
-# put in the crash table.
-_LOST = struct.Struct("=Q Q")
 
 
 @dataclass(frozen=True)
@@ -50,11 +47,9 @@ class StateSlot:
     """One child's state, written by the child and read by the master."""
 
     def __init__(self) -> None:
-        self._mm = mmap.mmap(-1, _SLOT.size + _LOST.size)  # MAP_SHARED | MAP_ANONYMOUS
+        self._mm = mmap.mmap(-1, _SLOT.size)  # MAP_SHARED | MAP_ANONYMOUS
         self._pack = _SLOT.pack_into
         self.jobs_done = 0
-        self._lost_seq = 0
-        self.seen_lost_seq = 0  # master side
         self.set(WorkerState.STARTING)
 
     def set(self, state: WorkerState, job_id: int = 0, started: float = 0.0,
@@ -77,20 +72,6 @@ class StateSlot:
     def read(self) -> Snapshot:
         state, job_id, started, deadline, done, beat = _SLOT.unpack_from(self._mm, 0)
         return Snapshot(WorkerState(state), job_id, started, deadline, done, beat)
-
-    def report_lost(self, job_id: int) -> None:
-        """Child side: a failed job's reservation was lost, so its attempt went uncounted."""
-        self._lost_seq += 1
-        struct.pack_into("=Q", self._mm, _SLOT.size + 8, job_id)  # the id first, then
-        struct.pack_into("=Q", self._mm, _SLOT.size, self._lost_seq)  # the sequence
-
-    def take_lost(self) -> int:
-        """Master side: the job id reported lost since the last call, or 0."""
-        seq, job_id = _LOST.unpack_from(self._mm, _SLOT.size)
-        if seq == self.seen_lost_seq or seq == 0:
-            return 0
-        self.seen_lost_seq = seq
-        return int(job_id)
 
     def close(self) -> None:
         self._mm.close()
