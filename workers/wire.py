@@ -14,8 +14,10 @@ from typing import Any, Sequence
 # beanstalkd's dat.h/prot.c: 1-200 bytes of these characters, not starting with '-'.
 MAX_TUBE_BYTES = 200
 _TUBE_CHARS = re.compile(r"[A-Za-z0-9+/;.$_()-]+")
-# allow_nan=False: NaN and Infinity are not JSON, and Ruby's parser rejects them.
-_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+# allow_nan=False: NaN and Infinity are not JSON, and Ruby's parser rejects
+# them. ensure_ascii=False: plain UTF-8 like Ruby's to_json, and a lone
+# surrogate (no UTF-8 form, unreadable in Ruby) fails in encode() below.
+_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
 
 
 class PayloadError(ValueError):
@@ -30,7 +32,7 @@ def encode(name: str, args: Sequence[Any]) -> bytes:
     """The body for job ``name`` called with ``args``; raises TypeError for non-JSON args."""
     try:
         return _encoder.encode({"class": name, "args": list(args)}).encode("utf-8")
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
         raise TypeError(f"job {name!r}: arguments must be JSON data: {exc}") from None
 
 

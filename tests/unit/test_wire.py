@@ -197,3 +197,11 @@ def test_check_tube_rejects_what_beanstalkd_rejects(tube: str) -> None:
 
 def test_max_tube_bytes_is_beanstalkds_limit() -> None:
     assert wire.MAX_TUBE_BYTES == 200
+
+
+def test_encode_writes_plain_utf8_and_refuses_lone_surrogates() -> None:
+    # Like Ruby's to_json: non-ASCII text as UTF-8, not \\u escapes
+    assert wire.encode("x", ["é"]) == '{"class":"x","args":["é"]}'.encode()
+    # A lone surrogate has no UTF-8 form and Ruby cannot read it
+    with pytest.raises(TypeError, match="JSON data"):
+        wire.encode("x", ["\ud800"])
