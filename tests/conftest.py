@@ -103,3 +103,18 @@ def supervisor_factory(tmp_path: Path) -> Iterator[SupervisorFactory]:
     yield start
     for sup in started:
         sup.stop()
+
+
+@pytest.fixture
+def producer(beanstalkd: Beanstalkd) -> Iterator[Beanstalkd]:
+    """This process enqueues to the test's beanstalkd; settings restored afterwards."""
+    from workers import configure, policy
+    from workers.enqueue import reset_connection
+
+    saved = policy.current()
+    policy.use(policy.Settings())
+    configure(beanstalk_url=beanstalkd.url)
+    yield beanstalkd
+    reset_connection()
+    policy.use(saved)
+

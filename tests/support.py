@@ -525,3 +525,20 @@ class Supervisor:
             reader.join(timeout=2)
         with self._lock:
             self._log.close()
+
+
+WORKER_TITLE = re.compile(r"^bbsupervise: worker (\S+) #(\d+)(?: (.*))?$")
+
+
+def by_slot(sup: "Supervisor") -> dict[str, psutil.Process]:
+    """Live children of the master keyed by slot (`"q #1"`), from their titles."""
+    slots = {}
+    for child in sup.children():
+        try:
+            match = WORKER_TITLE.match(proc_title(child))
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        if match:
+            slots[f"{match.group(1)} #{match.group(2)}"] = child
+    return slots
+

@@ -21,7 +21,8 @@ import greenstalk
 import psutil
 
 from tests.conftest import SupervisorFactory
-from tests.support import (
+from tests.support import (  # noqa: I001
+    WORKER_TITLE, by_slot,
     Beanstalkd,
     Client,
     Supervisor,
@@ -39,7 +40,6 @@ JOBS = "tests.jobs"
 # The test's own connection uses and watches only this tube, so that it
 # never adds to the counts of `default` or of a queue's tube.
 PROBE_TUBE = "bbtest-probe"
-WORKER_TITLE = re.compile(r"^bbsupervise: worker (\S+) #(\d+)(?: (.*))?$")
 
 
 # --------------------------------------------------------------------------
@@ -76,18 +76,6 @@ def complete_lines(path: Path) -> list[str]:
 def wait_first_line(path: Path, timeout: float = 10.0) -> list[str]:
     return wait_for(lambda: complete_lines(path)[:1], timeout=timeout, message=f"a line in {path}")[0].split()
 
-
-def by_slot(sup: Supervisor) -> dict[str, psutil.Process]:
-    """Live children of the master keyed by slot (`"a #1"`), from their titles."""
-    slots = {}
-    for child in sup.children():
-        try:
-            match = WORKER_TITLE.match(proc_title(child))
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-        if match:
-            slots[f"{match.group(1)} #{match.group(2)}"] = child
-    return slots
 
 
 def start_pool(

@@ -9,14 +9,12 @@ lines and on beanstalkd's ``stats-job``; never on the clock.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,12 +23,11 @@ import pytest
 import tests.hooks_e2e as h
 from tests.support import (REPO_ROOT, Beanstalkd, Supervisor, job_state, make_config, proc_title,
                            queue_tube, wait_for)
-from workers import configure, enqueue, policy
+from workers import configure, enqueue
 
 if TYPE_CHECKING:
     from tests.conftest import SupervisorFactory
 
-enqueue_mod = importlib.import_module("workers.enqueue")
 
 QUEUE = h.QUEUE
 TUBE = queue_tube(QUEUE)
@@ -40,17 +37,6 @@ EMPTY_BUT_RESERVED = {"ready": 0, "reserved": 1, "delayed": 0, "buried": 0}
 
 
 # -- helpers ------------------------------------------------------------------
-
-@pytest.fixture
-def producer(beanstalkd: Beanstalkd) -> Iterator[Beanstalkd]:
-    """This process enqueues to the test's beanstalkd; settings restored afterwards."""
-    saved = policy.current()
-    policy.use(policy.Settings())
-    configure(beanstalk_url=beanstalkd.url)
-    yield beanstalkd
-    enqueue_mod.reset_connection()
-    policy.use(saved)
-
 
 def pool(supervisor_factory: SupervisorFactory, beanstalkd: Beanstalkd,
          queues: dict[str, Any] | None = None, env: dict[str, str] | None = None,

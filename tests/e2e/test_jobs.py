@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +25,7 @@ import pytest
 import tests.jobs as jobs
 from tests.support import (REPO_ROOT, Beanstalkd, Supervisor, job_state, make_config, put_job,
                            queue_tube, wait_for)
-from workers import EnqueueError, configure, enqueue, policy
+from workers import EnqueueError, enqueue
 
 if TYPE_CHECKING:
     from tests.conftest import SupervisorFactory
@@ -39,17 +38,6 @@ TUBE = queue_tube(QUEUE)
 
 
 # -- helpers ------------------------------------------------------------------
-
-@pytest.fixture
-def producer(beanstalkd: Beanstalkd) -> Iterator[Beanstalkd]:
-    """This process enqueues to the test's beanstalkd; settings restored afterwards."""
-    saved = policy.current()
-    policy.use(policy.Settings())
-    configure(beanstalk_url=beanstalkd.url)
-    yield beanstalkd
-    enqueue_mod.reset_connection()
-    policy.use(saved)
-
 
 def pool(supervisor_factory: SupervisorFactory, beanstalkd: Beanstalkd,
          queues: dict[str, Any] | None = None, **keys: Any) -> tuple[Supervisor, list[int]]:

@@ -27,7 +27,8 @@ import psutil
 import pytest
 
 from tests.conftest import SupervisorFactory
-from tests.support import (
+from tests.support import (  # noqa: I001
+    by_slot,
     REPO_ROOT,
     Beanstalkd,
     Supervisor,
@@ -40,7 +41,6 @@ from tests.support import (
 )
 
 JOBS = "tests.jobs"
-WORKER_TITLE = re.compile(r"^bbsupervise: worker (\S+) #(\d+)(?: (.*))?$")
 # A master or worker line at WARNING or above (the level follows the timestamp).
 BAD_LEVEL = re.compile(r"^\S+ \S+ (WARNING|ERROR|CRITICAL) ")
 
@@ -60,18 +60,6 @@ def rewrite(sup: Supervisor, beanstalkd: Beanstalkd, queues: dict[str, Any], **k
     """Replace the running master's config file (same control socket and pidfile)."""
     sup.config_path.write_text(ops_config(beanstalkd, sup.workdir, queues, **keys))
 
-
-def by_slot(sup: Supervisor) -> dict[str, psutil.Process]:
-    """Live children of the master keyed by slot (`"q #1"`), from their titles."""
-    slots = {}
-    for child in sup.children():
-        try:
-            match = WORKER_TITLE.match(proc_title(child))
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-        if match:
-            slots[f"{match.group(1)} #{match.group(2)}"] = child
-    return slots
 
 
 def slot_pids(sup: Supervisor) -> dict[str, int]:

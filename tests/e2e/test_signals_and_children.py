@@ -19,7 +19,8 @@ import psutil
 import pytest
 
 from tests.conftest import SupervisorFactory
-from tests.support import (
+from tests.support import (  # noqa: I001
+    by_slot,
     Beanstalkd,
     Supervisor,
     job_state,
@@ -33,7 +34,6 @@ from tests.support import (
 Q = "q"
 TUBE = queue_tube(Q)
 JOBS = "tests.jobs"
-WORKER_TITLE = re.compile(r"^bbsupervise: worker (\S+) #(\d+)(?: (.*))?$")
 
 
 # --------------------------------------------------------------------------
@@ -62,18 +62,6 @@ def wait_mark(path: Path, word: str, count: int = 1, timeout: float = 10.0) -> l
 def marks(path: Path, word: str) -> list[list[str]]:
     return [line.split() for line in complete_lines(path) if line.split()[:1] == [word]]
 
-
-def by_slot(sup: Supervisor) -> dict[str, psutil.Process]:
-    """Live children of the master keyed by slot (`"q #1"`), from their titles."""
-    slots = {}
-    for child in sup.children():
-        try:
-            match = WORKER_TITLE.match(proc_title(child))
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-        if match:
-            slots[f"{match.group(1)} #{match.group(2)}"] = child
-    return slots
 
 
 def reaped(proc: psutil.Process) -> bool:
