@@ -11,6 +11,7 @@ import datetime as dt
 import importlib
 import json
 import os
+import threading
 import re
 import signal
 import subprocess
@@ -526,3 +527,53 @@ def test_c19_failure_after_the_ttr_still_logs_the_exception(
     failure = [line for line in sup.lines() if f"id={job_id}" in line
                and "RuntimeError: failed after its TTR expired" in line]
     assert failure and "job tests.jobs.late_failure" in failure[0], sup.tail()
+
+
+def test_enqueue_keeps_one_connection_per_thread_and_a_new_one_after_fork(
+        producer: Beanstalkd) -> None:
+    # Given a producer that has enqueued once (its connection is open)
+    jobs.noop.enqueue()
+    before = producer.stats()["total-connections"]
+
+    # When two threads enqueue 100 jobs each
+    def put_many() -> None:
+        for _ in range(100):
+            jobs.noop.enqueue()
+
+    threads = [threading.Thread(target=put_many) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    # Then each thread opened exactly one connection of its own (+1 for stats)
+    assert producer.stats()["total-connections"] - before == 3
+
+    # When a forked child enqueues, Then it opens its own connection rather
+    # than using the parent's socket, and the parent's keeps working
+    before = producer.stats()["total-connections"]
+    pid = os.fork()
+    if pid == 0:  # the child: enqueue once, report by exit status
+        try:
+            jobs.noop.enqueue()
+            os._exit(0)
+        except BaseException:  # noqa: BLE001 - any failure is the test's answer
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    jobs.noop.enqueue()
+    assert producer.stats()["total-connections"] - before == 2  # child's + stats
+    assert producer.stats_tube(TUBE)["total-jobs"] == 1 + 200 + 2
+
+
+def test_debug_level_logs_the_start_of_each_job(
+        producer: Beanstalkd, supervisor_factory: SupervisorFactory, tmp_path: Path) -> None:
+    # Given a pool at log_level = debug
+    sup, _ = pool(supervisor_factory, producer, log_level="debug")
+    # When a job runs
+    job_id = jobs.record.enqueue(str(tmp_path / "out"), 1)
+    # Then its start is logged at DEBUG before its INFO completion line
+    started = sup.wait_for_line(f"job tests.jobs.record id={job_id} started")
+    done = sup.wait_for_line(f"job tests.jobs.record id={job_id} completed in")
+    assert " DEBUG " in started and " INFO " in done
+    lines = sup.lines()
+    assert lines.index(started) < lines.index(done)
