@@ -7,6 +7,8 @@ the model).
 """
 from __future__ import annotations
 
+import grp
+import pwd
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -106,28 +108,22 @@ def parse_memory(text: str) -> int:
     return parse_int(0, 1 << 30)(text.strip().removesuffix("MiB").removesuffix("M"))
 
 
-def parse_user(text: str) -> str:
-    """an existing user name"""
-    import pwd
+def _existing(kind: str, lookup: Callable[[str], Any]) -> Callable[[str], str]:
+    """A parser accepting only names ``lookup`` knows (pwd.getpwnam, grp.getgrnam)."""
+    def parse(text: str) -> str:
+        value = parse_str(text)
+        try:
+            lookup(value)
+        except KeyError:
+            raise OptionError(f"no such {kind} {value!r} on this machine") from None
+        return value
 
-    value = parse_str(text)
-    try:
-        pwd.getpwnam(value)
-    except KeyError:
-        raise OptionError(f"no such user {value!r} on this machine") from None
-    return value
+    parse.__doc__ = f"an existing {kind} name"
+    return parse
 
 
-def parse_group(text: str) -> str:
-    """an existing group name"""
-    import grp
-
-    value = parse_str(text)
-    try:
-        grp.getgrnam(value)
-    except KeyError:
-        raise OptionError(f"no such group {value!r} on this machine") from None
-    return value
+parse_user = _existing("user", pwd.getpwnam)
+parse_group = _existing("group", grp.getgrnam)
 
 
 def parse_hook(text: str) -> str:

@@ -46,8 +46,7 @@ class SignalQueue:
             except InterruptedError:
                 pass
         self._drain_pipe()
-        taken, self.pending = self.pending, []
-        return taken, [fd for fd in ready if fd != self.read_fd]
+        return self.take(), [fd for fd in ready if fd != self.read_fd]
 
     def take(self) -> list[int]:
         """Signals recorded but not yet returned by ``wait``."""
@@ -77,10 +76,3 @@ def block_handled() -> set[int]:
 
 def restore(mask: set[int]) -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-
-
-def name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"

@@ -542,3 +542,20 @@ def by_slot(sup: "Supervisor") -> dict[str, psutil.Process]:
             slots[f"{match.group(1)} #{match.group(2)}"] = child
     return slots
 
+
+def wait_state(sup: "Supervisor", beanstalkd: "Beanstalkd", job_id: int | None, state: str | None,
+               timeout: float = 10.0) -> dict[str, Any]:
+    """Wait until stats-job says ``state`` (None = deleted); returns the stats."""
+    assert job_id is not None  # enqueue returns None only when a hook vetoed it
+    client = beanstalkd.client()
+
+    def reached() -> dict[str, Any] | None:
+        stats = job_state(client, job_id)
+        if state is None:
+            return {"state": "deleted"} if stats is None else None
+        return stats if stats is not None and stats["state"] == state else None
+
+    return wait_for(reached, timeout=timeout,
+                    message=lambda: f"job {job_id} {state or 'deleted'} (now "
+                                    f"{job_state(client, job_id)}); last lines:\n{sup.tail()}")
+

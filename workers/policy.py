@@ -55,28 +55,34 @@ def current() -> Settings:
 
 
 def configure(config_file: str | None = None, **values: Any) -> Settings:
-    """Set the producer's settings: ``beanstalk_url=...`` and any [supervisor] option,
-    or ``config_file=PATH`` to take them (and the queue sections) from a config."""
-    global _current
-    if config_file is not None:
-        from supervisor.config import load
+    """Set the producer's settings: ``beanstalk_url=...``, the tube naming and
+    the job defaults (``default_priority``, ``respond_timeout``, ...), or
+    ``config_file=PATH`` to take them, queue sections included, from a config.
 
-        _current = from_config(load(config_file))
-        _resolved.clear()
-    unknown = set(values) - {o.name for o in table.OPTIONS if table.GLOBAL in o.scopes}
+    Options that only the supervisor uses (``imports``, ``graceful_timeout``,
+    ...) are refused rather than silently ignored.
+    """
+    base = from_config(_load(config_file)) if config_file is not None else _current
+    fields = set(Settings.__dataclass_fields__) - {"values", "queues"}
+    unknown = set(values) - fields - set(PER_QUEUE)
     if unknown:
-        raise TypeError(f"configure() got unknown options: {', '.join(sorted(unknown))}")
-    top = {k: values.pop(k) for k in list(values) if k not in PER_QUEUE}
-    if "beanstalk_url" in top:
-        table.parse_url(top["beanstalk_url"])
-    merged = dict(_current.values, **values)
-    known = {k: v for k, v in top.items() if k in Settings.__dataclass_fields__}
-    _current = replace(_current, values=merged, **known)
-    _resolved.clear()
+        raise TypeError(f"configure() got unknown options: {', '.join(sorted(unknown))} "
+                        f"(it takes: {', '.join(sorted(fields | set(PER_QUEUE)))})")
+    if "beanstalk_url" in values:
+        table.parse_url(values["beanstalk_url"])
+    top = {k: v for k, v in values.items() if k in fields}
+    per_queue = {k: v for k, v in values.items() if k in PER_QUEUE}
+    use(replace(base, values={**base.values, **per_queue}, **top))
     from workers.enqueue import reset_connection
 
     reset_connection()
     return _current
+
+
+def _load(path: str) -> Any:
+    from supervisor.config import load
+
+    return load(path)
 
 
 def from_config(config: Any) -> Settings:

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import tests.hooks_e2e as h
-from tests.support import (REPO_ROOT, Beanstalkd, Supervisor, job_state, make_config, proc_title,
-                           queue_tube, wait_for)
+from tests.support import (REPO_ROOT, Beanstalkd, Supervisor, make_config, proc_title,
+                           queue_tube, wait_for, wait_state)
 from workers import configure, enqueue
 
 if TYPE_CHECKING:
@@ -72,23 +72,6 @@ def wait_record(path: Path, kind: str, sup: Supervisor, count: int = 1,
     return wait_for(found, timeout=timeout,
                     message=lambda: f"{count}x {kind} in {path.name} (have {records(path)}); "
                                     f"last lines:\n{sup.tail()}")
-
-
-def wait_state(sup: Supervisor, beanstalkd: Beanstalkd, job_id: int | None, state: str | None,
-               timeout: float = 10.0) -> dict[str, Any]:
-    """Wait until stats-job says ``state`` (None = deleted); returns the stats."""
-    assert job_id is not None
-    client = beanstalkd.client()
-
-    def reached() -> dict[str, Any] | None:
-        stats = job_state(client, job_id)
-        if state is None:
-            return {"state": "deleted"} if stats is None else None
-        return stats if stats is not None and stats["state"] == state else None
-
-    return wait_for(reached, timeout=timeout,
-                    message=lambda: f"job {job_id} {state or 'deleted'} (now "
-                                    f"{job_state(client, job_id)}); last lines:\n{sup.tail()}")
 
 
 def job_stats(beanstalkd: Beanstalkd, job_id: int | None) -> dict[str, Any]:

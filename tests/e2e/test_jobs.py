@@ -24,8 +24,8 @@ import psutil
 import pytest
 
 import tests.jobs as jobs
-from tests.support import (REPO_ROOT, Beanstalkd, Supervisor, job_state, make_config, put_job,
-                           queue_tube, wait_for)
+from tests.support import (REPO_ROOT, Beanstalkd, Supervisor, make_config, put_job,
+                           queue_tube, wait_for, wait_state)
 from workers import EnqueueError, enqueue
 
 if TYPE_CHECKING:
@@ -50,20 +50,6 @@ def pool(supervisor_factory: SupervisorFactory, beanstalkd: Beanstalkd,
     return sup, [c.pid for c in sup.wait_children(total)]
 
 
-def wait_state(sup: Supervisor, beanstalkd: Beanstalkd, job_id: int, state: str | None,
-               timeout: float = 10.0) -> dict[str, Any]:
-    """Wait until stats-job says ``state`` (None = deleted); returns the stats."""
-    client = beanstalkd.client()
-
-    def reached() -> dict[str, Any] | None:
-        stats = job_state(client, job_id)
-        if state is None:
-            return {"state": "deleted"} if stats is None else None
-        return stats if stats is not None and stats["state"] == state else None
-
-    return wait_for(reached, timeout=timeout,
-                    message=lambda: f"job {job_id} {state or 'deleted'} (now "
-                                    f"{job_state(client, job_id)}); last lines:\n{sup.tail()}")
 
 
 def wait_lines(path: Path, count: int, sup: Supervisor, timeout: float = 10.0) -> list[str]:

@@ -38,7 +38,7 @@ def isolated() -> Iterator[None]:
     yield
     registry._registry.clear()
     registry._registry.update(saved_registry)
-    hooks._global.clear()
+    hooks.clear()
     hooks._global.update(saved_hooks)
     policy.use(saved_settings)
     enqueue_mod.reset_connection()
